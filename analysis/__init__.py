@@ -1,0 +1,1 @@
+"""Pure cycle analysis: arrays and parameters in, typed results out (numpy, scipy)."""

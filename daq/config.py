@@ -1,0 +1,334 @@
+"""Service and rig configuration: TOML files parsed into validated models.
+
+Every problem is reported with the file, the key path inside it and the reason, and
+all problems of all files are collected before anything starts: an invalid config
+never starts half a service.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.registers import BYTE_ORDERS, TYPES, RegisterField
+
+log = logging.getLogger(__name__)
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=64)]
+
+#: Polling faster than this is refused: no Modbus TCP device answers it reliably.
+MAX_POLL_HZ = 1000.0
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterConfig(Strict):
+    """One entry of a device's register map (Telegraf-style); ``register`` names the table."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Name
+    table: Literal["holding", "input", "coil", "discrete"] = Field(default="holding", alias="register")
+    address: int = Field(ge=0, le=65535, description="0-based protocol address")
+    type: Literal[TYPES] = "uint16"  # type: ignore[valid-type]
+    byte_order: Literal[BYTE_ORDERS] = "ABCD"  # type: ignore[valid-type]
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    bit: int | None = Field(default=None, ge=0, le=15)
+    length: int | None = Field(default=None, ge=1, le=60, description="string: registers")
+    writable: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegisterConfig:
+        if self.table in ("coil", "discrete") and self.type != "bit":
+            raise ValueError(f"a {self.table} holds one bit: type must be 'bit', not {self.type!r}")
+        if self.type == "bit" and self.table in ("holding", "input") and self.bit is None:
+            raise ValueError("type 'bit' in a holding/input register needs 'bit' (0-15)")
+        if self.bit is not None and self.type != "bit":
+            raise ValueError("'bit' is only meaningful with type 'bit'")
+        if self.type == "string" and self.length is None:
+            raise ValueError("type 'string' needs 'length' (number of registers)")
+        if self.length is not None and self.type != "string":
+            raise ValueError("'length' is only meaningful with type 'string'")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.writable and self.table in ("input", "discrete"):
+            raise ValueError(f"{self.table} registers are read-only on every Modbus device")
+        return self
+
+    def to_field(self) -> RegisterField:
+        """The driver-side field definition."""
+        return RegisterField(
+            name=self.name, table=self.table, address=self.address, type=self.type,
+            byte_order=self.byte_order, scale=self.scale, offset=self.offset, unit=self.unit,
+            bit=self.bit, length=self.length, writable=self.writable,
+        )
+
+
+class ModbusTcpDevice(Strict):
+    """A Modbus TCP device polled at ``poll_hz``."""
+
+    name: Name
+    transport: Literal["modbus_tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    poll_hz: float = Field(default=10.0, description="polls per second")
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    max_gap: int = Field(default=0, ge=0, le=100, description="registers a read may span to coalesce")
+    block_s: float = Field(default=0.1, gt=0, le=10, description="how often blocks are emitted")
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
+    registers: list[RegisterConfig] = Field(min_length=1)
+
+    @field_validator("poll_hz")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if not 0 < v <= MAX_POLL_HZ:
+            raise ValueError(f"must be > 0 and ≤ {MAX_POLL_HZ:g} Hz (got {v:g})")
+        return v
+
+    @model_validator(mode="after")
+    def _map(self) -> ModbusTcpDevice:
+        errors: list[str] = []
+        seen: dict[str, int] = {}
+        for i, r in enumerate(self.registers):
+            if r.name in seen:
+                errors.append(f"registers[{i}]: name {r.name!r} already used by registers[{seen[r.name]}]")
+            seen[r.name] = i
+        for table in ("holding", "input", "coil", "discrete"):
+            entries = sorted(
+                (r.address, i, r) for i, r in enumerate(self.registers) if r.table == table
+            )
+            for (a1, i1, r1), (a2, i2, r2) in zip(entries, entries[1:], strict=False):
+                f1, f2 = r1.to_field(), r2.to_field()
+                end1 = a1 + f1.width
+                if a2 < end1:
+                    if r1.type == "bit" and r2.type == "bit" and a1 == a2 and r1.bit != r2.bit:
+                        continue  # distinct bits of one register
+                    errors.append(
+                        f"registers[{i2}] ({r2.name}, {table} {a2}) overlaps "
+                        f"registers[{i1}] ({r1.name}, {table} {a1}..{end1 - 1})"
+                    )
+        if self.timeout_s * self.poll_hz > 50:
+            errors.append(f"timeout_s {self.timeout_s:g} spans more than 50 poll periods at {self.poll_hz:g} Hz")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def fields(self) -> list[RegisterField]:
+        """Driver-side field definitions, in config order."""
+        return [r.to_field() for r in self.registers]
+
+
+class ScrewPressParameters(Strict):
+    """Physical parameters of an electric screw press (SI units unless the name says)."""
+
+    flywheel_inertia_kg_m2: float = Field(gt=0, description="flywheel + screw + motor rotor")
+    screw_lead_m: float = Field(gt=0, le=2, description="ram travel per screw revolution")
+    ram_mass_kg: float = Field(gt=0)
+    nominal_force_kN: float = Field(gt=0)
+    stroke_mm: float = Field(gt=0, description="ram travel from top to the die face")
+    contact_threshold_kN: float = Field(gt=0, description="force above which the ram is in contact")
+    contact_hysteresis_kN: float = Field(default=0.0, ge=0)
+    motor_torque_max_kNm: float = Field(gt=0)
+    motor_power_max_kW: float = Field(gt=0)
+    blow_speed_rpm: float = Field(gt=0, description="flywheel speed set-point for a blow")
+    frame_stiffness_kN_mm: float = Field(gt=0, description="frame + die stiffness in series")
+    blow_interval_s: float = Field(default=6.0, gt=0)
+
+
+class Rig(Strict):
+    """One rig file: what the equipment is, its devices and its limits."""
+
+    name: Name
+    kind: Literal["screw_press"]
+    simulate: bool = False
+    description: str = ""
+    parameters: ScrewPressParameters
+    devices: list[ModbusTcpDevice] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> Rig:
+        names = [d.name for d in self.devices]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"device names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+class InfluxSettings(Strict):
+    """Where samples go."""
+
+    api: Literal["v1"] = "v1"
+    url: str = "http://127.0.0.1:8086"
+    database: Name = "rigdaq"
+    username: str | None = None
+    password: str | None = None
+    managed: bool = False
+    data_dir: str = "influxdb"
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_buffered_lines: int = Field(default=2_000_000, ge=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8086 (got {v!r})")
+        return v.rstrip("/")
+
+
+class StorageSettings(Strict):
+    """Storage back ends."""
+
+    influxdb: InfluxSettings | None = None
+
+
+class ApiSettings(Strict):
+    """The HTTP API and operator page."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ServiceSettings(Strict):
+    """The service file (``configs/demo.toml``)."""
+
+    name: str = "rigdaq"
+    data_dir: str = "var"
+    rigs: list[str] = Field(min_length=1, description="rig files, relative to this file")
+
+
+class ServiceFile(Strict):
+    """Top level of the service file."""
+
+    service: ServiceSettings
+    api: ApiSettings = ApiSettings()
+    storage: StorageSettings = StorageSettings()
+
+
+class Settings(BaseModel):
+    """A fully validated configuration: the service file plus its rigs."""
+
+    path: Path
+    service: ServiceSettings
+    api: ApiSettings
+    storage: StorageSettings
+    rigs: list[Rig]
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the service keeps its state (relative paths are relative to the config)."""
+        p = Path(self.service.data_dir)
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+
+class ConfigError(Exception):
+    """One or more problems in configuration files; ``problems`` lists them all."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "ModbusTcpDevice", "modbus_tcp") or str(part).startswith(
+            "function-"
+        ):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _explain(err: dict) -> str:
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    inp = err.get("input")
+    if err["type"] not in ("missing", "extra_forbidden", "value_error") and not isinstance(
+        inp, dict | list
+    ):
+        msg += f" (got {inp!r})"
+    return msg
+
+
+def _problems(path: Path, exc: ValidationError) -> list[str]:
+    return [f"{path}: {_key_path(e['loc'])}: {_explain(e)}" for e in exc.errors()]
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+
+
+def load_rig(path: str | Path) -> Rig:
+    """Load and validate one rig file, raising :class:`ConfigError` with every problem."""
+    path = Path(path)
+    data = _read_toml(path)
+    try:
+        return Rig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_problems(path, e)) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Load the service file and all its rigs; every problem of every file is collected."""
+    path = Path(path)
+    data = _read_toml(path)
+    problems: list[str] = []
+    try:
+        top = ServiceFile.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_problems(path, e)) from None
+    rigs: list[Rig] = []
+    for i, rel in enumerate(top.service.rigs):
+        rig_path = path.parent / rel
+        try:
+            rigs.append(load_rig(rig_path))
+        except ConfigError as e:
+            problems.extend(e.problems if rig_path.exists() else [f"{path}: service.rigs[{i}]: {rel}: file not found"])
+    names = [r.name for r in rigs]
+    for n in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{path}: service.rigs: rig name {n!r} is used by more than one rig file")
+    endpoints: dict[tuple[str, int], str] = {}
+    for r in rigs:
+        for d in r.devices:
+            key = (d.host, d.port)
+            if key in endpoints:
+                problems.append(
+                    f"{path}: rigs: device {r.name}/{d.name} and {endpoints[key]} both use {d.host}:{d.port}"
+                )
+            endpoints[key] = f"{r.name}/{d.name}"
+    if problems:
+        raise ConfigError(problems)
+    return Settings(path=path, service=top.service, api=top.api, storage=top.storage, rigs=rigs)
+

@@ -1,0 +1,134 @@
+"""Serve a live register image over Modbus with pymodbus' server.
+
+Only the addresses in the register map exist: reads of anything else get exception 02
+(illegal data address), as from a real PLC. Fields not declared writable are
+read-only. A simulator updates the image with engineering values; every read serves
+the latest complete image (the server runs in the same event loop, so a read never
+sees half an update).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import numpy as np
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.registers import RegisterField, encode_value
+
+log = logging.getLogger(__name__)
+
+_FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding",
+             16: "holding", 23: "holding", 4: "input"}
+_BIT_TABLES = ("coil", "discrete")
+
+
+class RegisterImage:
+    """The values a simulated device currently shows, one uint16/bit array per table."""
+
+    def __init__(self, fields: list[RegisterField]):
+        self.fields = list(fields)
+        self.arrays: dict[str, np.ndarray] = {}
+        for table in ("holding", "input", "coil", "discrete"):
+            ends = [f.address + f.width for f in fields if f.table == table]
+            size = max(ends) if ends else 0
+            if table in _BIT_TABLES:
+                size = (size + 15) // 16 * 16
+            self.arrays[table] = np.zeros(size, dtype=np.uint16)
+        self._by_name = {f.name: f for f in fields}
+
+    def set(self, values: dict[str, object]) -> None:
+        """Encode engineering values into the image (unknown names are ignored)."""
+        for name, value in values.items():
+            f = self._by_name.get(name)
+            if f is None:
+                continue
+            arr = self.arrays[f.table]
+            if f.bit is not None and f.table in ("holding", "input"):
+                mask = 1 << f.bit
+                arr[f.address] = (int(arr[f.address]) & ~mask) | (mask if value else 0)
+            else:
+                regs = encode_value(f, value)
+                arr[f.address : f.address + len(regs)] = regs
+
+    def registers(self, table: str) -> list[int]:
+        """The table as pymodbus stores it (bits packed 16 to a register, bit 0 first)."""
+        arr = self.arrays[table]
+        if table in _BIT_TABLES:
+            packed = np.packbits(arr.astype(bool), bitorder="little").view("<u2")
+            return packed.tolist()
+        return arr.tolist()
+
+    def sim_device(self, unit_id: int, action) -> SimDevice:
+        """A pymodbus device whose valid addresses are exactly the mapped ones."""
+        blocks: list[list[SimData]] = []
+        for table in ("coil", "discrete", "holding", "input"):
+            spans = sorted({(f.address, f.address + f.width, not f.writable)
+                            for f in self.fields if f.table == table})
+            entries = []
+            covered = -1
+            for start, end, readonly in spans:
+                start = max(start, covered)
+                if start >= end:
+                    continue
+                if table in _BIT_TABLES:
+                    entries.append(SimData(start, count=end - start, values=False,
+                                           datatype=DataType.BITS, readonly=readonly))
+                else:
+                    entries.append(SimData(start, count=end - start, values=0,
+                                           datatype=DataType.REGISTERS, readonly=readonly))
+                covered = end
+            if not entries and table in _BIT_TABLES:  # pymodbus wants every table present:
+                # park 16 read-only bits at the top of the address space
+                entries.append(SimData(65520, count=16, values=False, datatype=DataType.BITS,
+                                       readonly=True))
+            elif not entries:
+                entries.append(SimData(0, count=1, datatype=DataType.INVALID))
+            blocks.append(entries)
+        return SimDevice(unit_id, simdata=tuple(blocks), use_bit_addressing=True, action=action)
+
+
+class ModbusSimServer:
+    """A Modbus TCP server in the current event loop serving a :class:`RegisterImage`.
+
+    ``served`` counts the reads answered per ``(table, start address)``; simulators and
+    tests use it to know how many polls a client made.
+    """
+
+    def __init__(self, image: RegisterImage, host: str, port: int, unit_id: int = 1):
+        self.image = image
+        self.host, self.port, self.unit_id = host, port, unit_id
+        self.served: Counter[tuple[str, int]] = Counter()
+        self.written: list[tuple[str, int, list[int]]] = []
+        self._server: ModbusTcpServer | None = None
+
+    async def _action(self, fc, start_address, address, count, registers, set_values):
+        table = _FC_TABLE.get(fc)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if set_values is not None:
+            self.written.append((table, address, list(set_values)))
+            return None
+        current = self.image.registers(table)
+        offset = start_address
+        registers[: len(current) - offset] = current[offset:]
+        self.served[(table, address)] += 1
+        return None
+
+    async def start(self) -> None:
+        """Bind and serve in the background; returns once listening."""
+        device = self.image.sim_device(self.unit_id, self._action)
+        self._server = ModbusTcpServer(device, address=(self.host, self.port))
+        await self._server.serve_forever(background=True)
+        if self.port == 0 and self._server.transport is not None:
+            self.port = self._server.transport.sockets[0].getsockname()[1]
+        log.info("Modbus TCP simulator listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Close the listener and every connection."""
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
