@@ -7,6 +7,7 @@ never starts half a service.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tomllib
 from pathlib import Path
@@ -98,32 +99,33 @@ class ModbusTcpDevice(Strict):
             raise ValueError(f"must be > 0 and ≤ {MAX_POLL_HZ:g} Hz (got {v:g})")
         return v
 
-    @model_validator(mode="after")
-    def _map(self) -> ModbusTcpDevice:
+    @field_validator("registers")
+    @classmethod
+    def _map(cls, registers: list[RegisterConfig]) -> list[RegisterConfig]:
         errors: list[str] = []
         seen: dict[str, int] = {}
-        for i, r in enumerate(self.registers):
+        for i, r in enumerate(registers):
             if r.name in seen:
-                errors.append(f"registers[{i}]: name {r.name!r} already used by registers[{seen[r.name]}]")
+                errors.append(f"[{i}]: name {r.name!r} already used by [{seen[r.name]}]")
             seen[r.name] = i
         for table in ("holding", "input", "coil", "discrete"):
-            entries = sorted(
-                (r.address, i, r) for i, r in enumerate(self.registers) if r.table == table
-            )
-            for (a1, i1, r1), (a2, i2, r2) in zip(entries, entries[1:], strict=False):
-                f1, f2 = r1.to_field(), r2.to_field()
-                end1 = a1 + f1.width
+            entries = sorted((r.address, i, r) for i, r in enumerate(registers) if r.table == table)
+            for (a1, i1, r1), (a2, i2, r2) in itertools.pairwise(entries):
+                end1 = a1 + r1.to_field().width
                 if a2 < end1:
                     if r1.type == "bit" and r2.type == "bit" and a1 == a2 and r1.bit != r2.bit:
                         continue  # distinct bits of one register
-                    errors.append(
-                        f"registers[{i2}] ({r2.name}, {table} {a2}) overlaps "
-                        f"registers[{i1}] ({r1.name}, {table} {a1}..{end1 - 1})"
-                    )
-        if self.timeout_s * self.poll_hz > 50:
-            errors.append(f"timeout_s {self.timeout_s:g} spans more than 50 poll periods at {self.poll_hz:g} Hz")
+                    errors.append(f"[{i2}] ({r2.name}, {table} {a2}) overlaps "
+                                  f"[{i1}] ({r1.name}, {table} {a1}..{end1 - 1})")
         if errors:
             raise ValueError("; ".join(errors))
+        return registers
+
+    @model_validator(mode="after")
+    def _timing(self) -> ModbusTcpDevice:
+        if self.timeout_s * self.poll_hz > 50:
+            raise ValueError(f"timeout_s {self.timeout_s:g} spans more than 50 poll periods "
+                             f"at {self.poll_hz:g} Hz")
         return self
 
     def fields(self) -> list[RegisterField]:
@@ -244,17 +246,24 @@ class ConfigError(Exception):
         self.problems = problems
 
 
-def _key_path(loc: tuple) -> str:
+def _key_path(loc: tuple, data: object = None) -> str:
+    """``devices[0].registers[4] (force).type`` from a pydantic error location.
+
+    List items that have a ``name`` in the raw data are labelled with it.
+    """
     out = ""
+    node = data
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after", "ModbusTcpDevice", "modbus_tcp") or str(part).startswith(
-            "function-"
-        ):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                out += f" ({node['name']})"
+        elif str(part).startswith("function-"):
             continue
         else:
             out += ("." if out else "") + str(part)
+            node = node.get(part) if isinstance(node, dict) else None
     return out or "(top level)"
 
 
@@ -274,8 +283,8 @@ def _explain(err: dict) -> str:
     return msg
 
 
-def _problems(path: Path, exc: ValidationError) -> list[str]:
-    return [f"{path}: {_key_path(e['loc'])}: {_explain(e)}" for e in exc.errors()]
+def _problems(path: Path, exc: ValidationError, data: object = None) -> list[str]:
+    return [f"{path}: {_key_path(e['loc'], data)}: {_explain(e)}" for e in exc.errors()]
 
 
 def _read_toml(path: Path) -> dict:
@@ -297,7 +306,7 @@ def load_rig(path: str | Path) -> Rig:
     try:
         return Rig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_problems(path, e)) from None
+        raise ConfigError(_problems(path, e, data)) from None
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -308,14 +317,17 @@ def load_settings(path: str | Path) -> Settings:
     try:
         top = ServiceFile.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_problems(path, e)) from None
+        raise ConfigError(_problems(path, e, data)) from None
     rigs: list[Rig] = []
     for i, rel in enumerate(top.service.rigs):
         rig_path = path.parent / rel
         try:
             rigs.append(load_rig(rig_path))
         except ConfigError as e:
-            problems.extend(e.problems if rig_path.exists() else [f"{path}: service.rigs[{i}]: {rel}: file not found"])
+            if rig_path.exists():
+                problems.extend(e.problems)
+            else:
+                problems.append(f"{path}: service.rigs[{i}]: {rel}: file not found")
     names = [r.name for r in rigs]
     for n in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"{path}: service.rigs: rig name {n!r} is used by more than one rig file")

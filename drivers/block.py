@@ -18,13 +18,17 @@ class Block:
 
     ``t_ns`` holds int64 nanosecond Unix timestamps; every array in ``channels`` has
     length ``n``. Numeric channels are float64 (scaled values) or int64 (raw integers);
-    string channels are numpy unicode arrays; bit channels are bool.
+    string channels are numpy unicode arrays; bit channels are bool. Float NaN means
+    "no value" as well.
     """
 
     device: str
     t_ns: np.ndarray
     channels: dict[str, np.ndarray]
     quality: np.ndarray = field(default=None)  # type: ignore[assignment]
+    #: optional per-channel bool masks: False where that channel has no value (its read
+    #: failed); absent channels are valid everywhere
+    valid: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.quality is None:

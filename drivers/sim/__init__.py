@@ -1,0 +1,1 @@
+"""Simulated equipment: physics models that speak the real wire protocols."""

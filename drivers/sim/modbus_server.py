@@ -122,7 +122,11 @@ class ModbusSimServer:
         """Bind and serve in the background; returns once listening."""
         device = self.image.sim_device(self.unit_id, self._action)
         self._server = ModbusTcpServer(device, address=(self.host, self.port))
-        await self._server.serve_forever(background=True)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError:
+            self._server = None
+            raise OSError(f"cannot listen on {self.host}:{self.port} (address in use?)") from None
         if self.port == 0 and self._server.transport is not None:
             self.port = self._server.transport.sockets[0].getsockname()[1]
         log.info("Modbus TCP simulator listening on %s:%d", self.host, self.port)

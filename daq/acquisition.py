@@ -1,0 +1,164 @@
+"""Acquisition: one asyncio task per device, polling at its rate, publishing columnar blocks.
+
+Raw register rows are collected into a preallocated ``uint16[n, R]`` buffer and decoded
+in one go when a block is emitted (every ``block_s``), so per-poll Python work is the
+transport call and a timestamp. A poll's timestamp is the midpoint of its request and
+reply on the host clock. Device faults and recoveries become events with the reason;
+the gap between the last good and the next good sample is recorded as a ``data_gap``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from daq.bus import SampleBus, Tagged
+from daq.events import Event
+from drivers.block import QUALITY_BAD, Block
+from drivers.modbus import ModbusPoller
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceStatus:
+    """What ``/api/health`` says about a device."""
+
+    rig: str
+    device: str
+    state: str = "starting"  # starting | ok | degraded | down
+    polls: int = 0
+    samples: int = 0
+    failed_polls: int = 0
+    overruns: int = 0
+    last_error: str = ""
+    last_sample_ns: int = 0
+    connects: int = 0
+
+
+class DeviceAcquisition:
+    """Polls one device forever and publishes :class:`Block` s on the bus."""
+
+    def __init__(self, rig: str, poller: ModbusPoller, bus: SampleBus, poll_hz: float,
+                 block_s: float = 0.1):
+        self.rig = rig
+        self.poller = poller
+        self.bus = bus
+        self.period = 1.0 / poll_hz
+        self.rows = max(1, math.ceil(block_s * poll_hz))
+        self.block_s = block_s
+        self.status = DeviceStatus(rig, poller.name)
+        codec = poller.codec
+        self._raw = codec.new_buffer(self.rows)
+        self._t = np.zeros(self.rows, dtype=np.int64)
+        self._q = np.zeros(self.rows, dtype=np.uint8)
+        self._failed = np.zeros((self.rows, len(poller.requests)), dtype=bool)
+        self._n = 0
+        self._down_since_ns = 0
+        self._last_error_kind = ""
+
+    def _event(self, kind: str, message: str, level: str = "info", **fields) -> None:
+        self.bus.publish(Event(kind, message, rig=self.rig, device=self.poller.name,
+                               level=level, fields=fields))
+
+    def emit(self) -> None:
+        """Decode the collected rows and publish them as one block."""
+        n = self._n
+        if n == 0:
+            return
+        channels = self.poller.codec.decode(self._raw[:n])
+        valid = None
+        failed = self._failed[:n]
+        if failed.any():
+            valid = {}
+            for j, names in enumerate(self.poller.request_channels):
+                if failed[:, j].any():
+                    for name in names:
+                        valid[name] = ~failed[:, j]
+        block = Block(self.poller.name, self._t[:n].copy(), channels, self._q[:n].copy(), valid)
+        self._n = 0
+        self._failed[:n] = False
+        self.bus.publish(Tagged(self.rig, block))
+
+    def _note(self, result, t_ns: int) -> None:
+        st = self.status
+        st.polls += 1
+        if result.errors:
+            err = result.errors[0]
+            st.failed_polls += 1
+            st.last_error = str(err)
+            if result.quality == QUALITY_BAD:
+                if st.state != "down":
+                    self._down_since_ns = st.last_sample_ns or t_ns
+                    log.warning("%s/%s: device down: %s", self.rig, self.poller.name, err)
+                    self._event("device_fault", f"device down: {err}", "warning", reason=err.kind)
+                st.state = "down"
+            else:
+                if st.state == "ok" or err.kind != self._last_error_kind:
+                    log.warning("%s/%s: partial read: %s", self.rig, self.poller.name, err)
+                    self._event("device_fault", f"partial read: {err}", "warning", reason=err.kind)
+                st.state = "degraded"
+            self._last_error_kind = err.kind
+            return
+        if st.state in ("down", "degraded"):
+            gap_s = (t_ns - self._down_since_ns) / 1e9 if self._down_since_ns else 0.0
+            log.info("%s/%s: device back after %.2f s", self.rig, self.poller.name, gap_s)
+            self._event("device_recovered", f"device answering again after {gap_s:.2f} s", "info")
+            if st.state == "down" and self._down_since_ns:
+                self._event("data_gap", f"no samples for {gap_s:.2f} s", "warning",
+                            gap_s=gap_s, gap_start_ns=self._down_since_ns, gap_end_ns=t_ns)
+        st.state = "ok"
+        self._last_error_kind = ""
+        self._down_since_ns = 0
+
+    async def poll_once(self) -> None:
+        """One poll into the next row (emits the block when the buffer is full)."""
+        t0 = time.time_ns()
+        result = await self.poller.poll(self._raw[self._n])
+        t1 = time.time_ns()
+        t_ns = (t0 + t1) // 2
+        if result.reconnected:
+            self.status.connects += 1
+        self._note(result, t_ns)
+        if result.quality == QUALITY_BAD:
+            return
+        i = self._n
+        self._t[i] = t_ns
+        self._q[i] = result.quality
+        if result.failed:
+            self._failed[i, result.failed] = True
+        self._n += 1
+        self.status.samples += 1
+        self.status.last_sample_ns = t_ns
+        if self._n == self.rows:
+            self.emit()
+
+    async def run(self) -> None:
+        """Poll at the configured rate until cancelled; emit partial blocks on cancel."""
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        last_emit = next_t
+        try:
+            while True:
+                now = loop.time()
+                if next_t > now:
+                    await asyncio.sleep(next_t - now)
+                await self.poll_once()
+                now = loop.time()
+                if self._n and now - last_emit >= self.block_s:
+                    self.emit()
+                if self._n == 0:
+                    last_emit = now
+                next_t += self.period
+                if next_t < now - self.period:  # fell behind: skip the missed slots
+                    missed = int((now - next_t) / self.period)
+                    self.status.overruns += missed
+                    next_t += missed * self.period
+        finally:
+            self.emit()
+            self.poller.close()

@@ -1,0 +1,99 @@
+"""The sample bus: fan-out of blocks and events to bounded subscriber queues.
+
+Publishing never blocks or awaits: acquisition must keep its timing whatever the
+consumers do. A subscriber whose queue is full loses the item, and that loss is
+counted and reported as a ``queue_overflow`` event to every other subscriber (storage
+records it), never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from daq.events import Event
+from drivers.block import Block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Tagged:
+    """A block with the rig it came from."""
+
+    rig: str
+    block: Block
+
+
+Item = Tagged | Event
+
+
+class Subscription:
+    """One consumer's bounded queue."""
+
+    def __init__(self, name: str, maxsize: int):
+        self.name = name
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self.lost_blocks = 0
+        self.lost_samples = 0
+
+    async def get(self) -> Item:
+        """Wait for the next item."""
+        return await self.queue.get()
+
+    def get_nowait(self) -> Item | None:
+        """The next item, or None when the queue is empty."""
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+
+class SampleBus:
+    """Fan-out to every subscription; never blocks the publisher."""
+
+    def __init__(self) -> None:
+        self.subscriptions: list[Subscription] = []
+        self.published_samples = 0
+
+    def subscribe(self, name: str, maxsize: int = 10_000) -> Subscription:
+        """A new bounded queue receiving every item published from now on."""
+        sub = Subscription(name, maxsize)
+        self.subscriptions.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        """Stop delivering to ``sub``."""
+        if sub in self.subscriptions:
+            self.subscriptions.remove(sub)
+
+    def publish(self, item: Item) -> None:
+        """Deliver ``item`` to every subscriber that has room; count and report the rest."""
+        if isinstance(item, Tagged):
+            self.published_samples += len(item.block)
+        overflowed: list[Subscription] = []
+        for sub in self.subscriptions:
+            try:
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                sub.lost_blocks += 1
+                if isinstance(item, Tagged):
+                    sub.lost_samples += len(item.block)
+                overflowed.append(sub)
+        for sub in overflowed:
+            what = (f"{len(item.block)} samples of {item.rig}/{item.block.device}"
+                    if isinstance(item, Tagged) else f"event {item.kind}")
+            log.error("bus: consumer %s is full, lost %s", sub.name, what)
+            event = Event(
+                "queue_overflow", f"consumer {sub.name} fell behind and lost {what}",
+                rig=item.rig,
+                device=item.block.device if isinstance(item, Tagged) else item.device,
+                level="error",
+            )
+            for other in self.subscriptions:
+                if other is not sub:
+                    try:
+                        other.queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        other.lost_blocks += 1

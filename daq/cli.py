@@ -1,0 +1,196 @@
+"""The ``daq`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "configs/demo.toml"
+EXIT_CONFIG = 2
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for noisy in ("pymodbus", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL if noisy == "pymodbus" else logging.WARNING)
+
+
+def _load(path: str):
+    from daq.config import ConfigError, load_settings
+
+    try:
+        return load_settings(path)
+    except ConfigError as e:
+        print(f"rigdaq: configuration is invalid ({len(e.problems)} problem"
+              f"{'s' if len(e.problems) != 1 else ''}):", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        return None
+
+
+def cmd_check(args) -> int:
+    """Validate a service file (and its rigs) or a single rig file."""
+    from daq.config import ConfigError, load_rig
+
+    path = Path(args.config)
+    try:
+        is_rig = path.exists() and b"[service]" not in path.read_bytes()
+    except OSError:
+        is_rig = False
+    if is_rig:
+        try:
+            rig = load_rig(path)
+        except ConfigError as e:
+            for p in e.problems:
+                print(p, file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{path}: ok (rig {rig.name}, {len(rig.devices)} device(s))")
+        return 0
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    n_ch = sum(len(d.registers) for r in settings.rigs for d in r.devices)
+    print(f"{path}: ok ({len(settings.rigs)} rig(s), {n_ch} channel(s))")
+    return 0
+
+
+class _Server:
+    """uvicorn without its own signal handling: ``daq run`` owns SIGINT/SIGTERM."""
+
+    def __init__(self, app, host: str, port: int):
+        import uvicorn
+
+        class Quiet(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):
+                yield
+
+        self.server = Quiet(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           lifespan="on"))
+
+    async def serve(self) -> None:
+        await self.server.serve()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+async def _run(settings, simulate: bool) -> int:
+    from api.app import create_app
+    from daq.service import Service
+
+    service = Service(settings, simulate=simulate)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        await service.stop()
+        return 1
+    app = create_app(settings, service)
+    server = _Server(app, settings.api.host, settings.api.port)
+    serve = asyncio.create_task(server.serve())
+    await asyncio.sleep(0.3)
+    if serve.done():
+        log.error("the API could not start on %s:%d (port in use?)", settings.api.host,
+                  settings.api.port)
+    else:
+        print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
+              f"API docs /docs. Ctrl-C stops.", flush=True)
+        for rig, sims in service.simulators.items():
+            for sim in sims:
+                print(f"  simulator {rig}: Modbus TCP {sim.endpoint}", flush=True)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({serve, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    log.info("stopping: flushing acquisition and storage")
+    server.stop()
+    with contextlib.suppress(Exception):
+        await serve
+    await service.stop()
+    log.info("stopped")
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Run everything the config describes."""
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(_run(settings, simulate=not args.no_sim))
+
+
+async def _sim(settings) -> int:
+    from daq.simulators import build_simulators
+
+    sims = []
+    for rig in settings.rigs:
+        if not rig.simulate:
+            continue
+        for sim in build_simulators(rig):
+            try:
+                await sim.start()
+            except OSError as e:
+                log.error("simulator for %s cannot listen on %s: %s", rig.name, sim.endpoint, e)
+                for s in sims:
+                    await s.stop()
+                return 1
+            sims.append(sim)
+            print(f"{rig.name}: Modbus TCP {sim.endpoint} unit {sim.server.unit_id}", flush=True)
+    if not sims:
+        print("no rig has simulate = true", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in sims:
+        await s.stop()
+    return 0
+
+
+def cmd_sim(args) -> int:
+    """Run only the simulated equipment."""
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(_sim(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``daq`` console script."""
+    parser = argparse.ArgumentParser(prog="daq", description="rigdaq test-data acquisition")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run simulators, acquisition, storage and the API")
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument("--no-sim", action="store_true", help="do not start simulators")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sim", help="run only the simulated equipment")
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_sim)
+    p = sub.add_parser("check", help="validate a service or rig file; exit 2 if invalid")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check)
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Managed InfluxDB 1.x: start ``influxd`` with our own config and data dir, stop it on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "influxd (InfluxDB 1.x) is not installed. On Debian/Ubuntu: sudo apt-get install influxdb "
+    "— or set [storage.influxdb] managed = false and point url at a running InfluxDB."
+)
+
+_CONFIG = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{dir}/meta"
+
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+  wal-fsync-delay = "0s"
+
+[http]
+  enabled = true
+  bind-address = "{host}:{port}"
+  log-enabled = false
+  max-body-size = 0
+
+[monitor]
+  store-enabled = false
+
+[continuous_queries]
+  enabled = false
+"""
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child before exec
+    """Own session (a terminal's Ctrl-C is ours to handle) and die with the parent."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class InfluxdMissingError(RuntimeError):
+    """``influxd`` is not on PATH."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ManagedInfluxd:
+    """An ``influxd`` child process with its data under ``data_dir``."""
+
+    def __init__(self, data_dir: str | Path, host: str = "127.0.0.1", port: int = 8086,
+                 binary: str = "influxd"):
+        self.data_dir = Path(data_dir)
+        self.host, self.port = host, port
+        self.binary = binary
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        """Where the child's pid is kept, to clean up after a crash of ours."""
+        return self.data_dir / "influxd.pid"
+
+    def _stop_stale(self) -> None:
+        """Terminate an influxd left over by a killed earlier run on this data dir."""
+        try:
+            pid = int(self.pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"influxd" in cmdline and str(self.data_dir.resolve()).encode() in cmdline:
+            log.warning("stopping influxd (pid %d) left running by an earlier run", pid)
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+
+    def _already_serving(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """Start influxd and wait until ``/ping`` answers. Raises :class:`InfluxdMissingError`."""
+        exe = shutil.which(self.binary)
+        if exe is None:
+            raise InfluxdMissingError(INSTALL_HINT)
+        self._stop_stale()
+        if self._already_serving():
+            raise RuntimeError(f"something already answers InfluxDB pings at {self.url}; "
+                               "stop it or choose another port in [storage.influxdb] url")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "influxd.conf"
+        conf.write_text(_CONFIG.format(dir=self.data_dir.resolve(), host=self.host, port=self.port,
+                                       rpc_port=free_port()))
+        logfile = (self.data_dir / "influxd.log").open("ab")
+        self.proc = subprocess.Popen([exe, "-config", str(conf)], stdout=logfile,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=_child_setup)
+        logfile.close()
+        self.pidfile.write_text(str(self.proc.pid))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            while loop.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"influxd exited with code {self.proc.returncode}; "
+                                       f"see {self.data_dir / 'influxd.log'}")
+                try:
+                    if (await http.get(f"{self.url}/ping")).status_code == 204:
+                        log.info("managed influxd ready at %s (data in %s)", self.url, self.data_dir)
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"influxd did not answer /ping within {timeout_s:g} s")
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        with contextlib.suppress(OSError):
+            self.pidfile.unlink()

@@ -1,0 +1,178 @@
+"""The running service: managed InfluxDB, simulators, acquisition, storage and live values."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlparse
+
+from daq import __version__
+from daq.acquisition import DeviceAcquisition
+from daq.bus import SampleBus, Tagged
+from daq.config import Settings
+from daq.events import Event
+from daq.influxd import InfluxdMissingError, ManagedInfluxd
+from daq.live import LatestValues
+from daq.simulators import build_simulators
+from daq.storage.influx_v1 import InfluxError, InfluxV1Client
+from daq.storage.writer import StorageWriter
+from drivers.modbus import ModbusPoller, PymodbusTransport
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """Everything ``daq run`` runs besides the HTTP server.
+
+    ``simulate``: start simulators for rigs marked ``simulate = true``.
+    ``influxd_dir`` overrides where a managed influxd keeps its data.
+    """
+
+    def __init__(self, settings: Settings, simulate: bool = True, record_sim: bool = False):
+        self.settings = settings
+        self.simulate = simulate
+        self.record_sim = record_sim
+        self.bus = SampleBus()
+        self.live = LatestValues()
+        self.recent_events: deque[Event] = deque(maxlen=500)
+        self.influxd: ManagedInfluxd | None = None
+        self.client: InfluxV1Client | None = None
+        self.writer: StorageWriter | None = None
+        self.storage_note = "not configured"
+        self.simulators: dict[str, list] = {}
+        self.acquisitions: list[DeviceAcquisition] = []
+        self.rigs = {r.name: r for r in settings.rigs}
+        self._tasks: list[asyncio.Task] = []
+        self.started_ns = 0
+        for rig in settings.rigs:
+            self.live.set_units(rig.name, {
+                r.name: r.unit for d in rig.devices for r in d.registers
+            })
+
+    # -- start -------------------------------------------------------------------------
+    async def _start_storage(self) -> None:
+        cfg = self.settings.storage.influxdb
+        if cfg is None:
+            log.warning("no [storage.influxdb] configured: samples are shown live but not stored")
+            return
+        if cfg.managed:
+            u = urlparse(cfg.url)
+            data = Path(cfg.data_dir)
+            if not data.is_absolute():
+                data = self.settings.data_dir / data
+            self.influxd = ManagedInfluxd(data, host=u.hostname or "127.0.0.1", port=u.port or 8086)
+            try:
+                await self.influxd.start()
+                self.storage_note = f"managed influxd at {cfg.url}"
+            except InfluxdMissingError as e:
+                log.error("%s", e)
+                self.storage_note = str(e)
+                self.influxd = None
+            except RuntimeError as e:
+                log.error("managed influxd: %s", e)
+                self.storage_note = f"managed influxd failed: {e}"
+                self.influxd = None
+        else:
+            self.storage_note = f"InfluxDB at {cfg.url}"
+        self.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password,
+                                     cfg.timeout_s)
+        try:
+            await self.client.create_database()
+        except InfluxError as e:
+            log.warning("cannot create database %r yet (%s); will keep trying", cfg.database, e)
+        sub = self.bus.subscribe("storage", maxsize=100_000)
+        self.writer = StorageWriter(self.client, sub, cfg.batch_size, cfg.flush_interval_s,
+                                    cfg.max_buffered_lines)
+        self.writer.start()
+
+    async def _start_simulators(self) -> None:
+        for rig in self.settings.rigs:
+            if not (self.simulate and rig.simulate):
+                continue
+            sims = build_simulators(rig, record=self.record_sim)
+            for sim in sims:
+                await sim.start()
+                log.info("simulator for %s listening on %s", rig.name, sim.endpoint)
+            self.simulators[rig.name] = sims
+
+    def _start_acquisition(self) -> None:
+        for rig in self.settings.rigs:
+            for dev in rig.devices:
+                transport = PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s)
+                poller = ModbusPoller(dev.name, transport, dev.fields(), dev.unit_id, dev.max_gap,
+                                      reconnect_max_s=dev.reconnect_max_s)
+                acq = DeviceAcquisition(rig.name, poller, self.bus, dev.poll_hz, dev.block_s)
+                self.acquisitions.append(acq)
+                self._tasks.append(asyncio.create_task(acq.run(), name=f"acq {rig.name}/{dev.name}"))
+
+    async def _follow_live(self) -> None:
+        sub = self.bus.subscribe("live", maxsize=1000)
+        while True:
+            item = await sub.get()
+            if isinstance(item, Tagged):
+                self.live.update(item.rig, item.block)
+            else:
+                self.recent_events.append(item)
+
+    async def start(self) -> None:
+        """Bring everything up in order: storage, simulators, live view, acquisition."""
+        self.started_ns = time.time_ns()
+        await self._start_storage()
+        await self._start_simulators()
+        self._tasks.append(asyncio.create_task(self._follow_live(), name="live"))
+        self._start_acquisition()
+        self.bus.publish(Event("service_start", f"rigdaq {__version__} started"))
+
+    async def stop(self) -> None:
+        """Stop acquisition (flushing partial blocks), drain storage, stop the rest."""
+        self.bus.publish(Event("service_stop", "rigdaq stopping"))
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.client is not None:
+            await self.client.aclose()
+        for sims in self.simulators.values():
+            for sim in sims:
+                await sim.stop()
+        if self.influxd is not None:
+            self.influxd.stop()
+
+    # -- views -------------------------------------------------------------------------
+    def health(self) -> dict:
+        """Devices, storage, spool depth, version."""
+        devices = []
+        for a in self.acquisitions:
+            st = a.status
+            devices.append({
+                "rig": st.rig, "device": st.device, "state": st.state, "polls": st.polls,
+                "samples": st.samples, "failed_polls": st.failed_polls, "overruns": st.overruns,
+                "connects": st.connects, "last_error": st.last_error or None,
+                "last_sample_ns": st.last_sample_ns or None,
+            })
+        storage: dict = {"backend": None, "note": self.storage_note}
+        if self.writer is not None:
+            s = self.writer.stats
+            storage = {
+                "backend": "influxdb-v1", "note": self.storage_note, "healthy": self.writer.healthy,
+                "pending_lines": len(self.writer.pending), "lines_written": s.lines_written,
+                "batches_written": s.batches_written, "retries": s.retries,
+                "rejected_lines": s.rejected_lines, "dropped_lines": s.dropped_lines,
+                "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
+            }
+        ok = all(d["state"] == "ok" for d in devices) and (
+            self.writer is None or self.writer.healthy)
+        return {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "devices": devices,
+            "storage": storage,
+            "spool_depth": len(self.writer.pending) if self.writer else 0,
+            "bus": {s.name: {"queued": s.queue.qsize(), "lost_samples": s.lost_samples}
+                    for s in self.bus.subscriptions},
+        }

@@ -1,0 +1,1 @@
+"""Storage: line protocol, InfluxDB clients, the batching writer."""
