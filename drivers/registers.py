@@ -206,8 +206,8 @@ class RegisterCodec:
                 values = values.astype(np.float64)
                 if np.any(scale != 1.0) or np.any(offset != 0.0):
                     values = values * scale + offset
-            else:
-                values = values.astype(np.int64)
+            else:  # exact integers; uint64 keeps its own dtype so no value wraps
+                values = values.astype(np.uint64 if dtype == ">u8" else np.int64)
             for j, name in enumerate(names):
                 out[name] = values[:, j]
         for name, slot, bit in self._bits:
@@ -253,10 +253,12 @@ def encode_value(f: RegisterField, value: object) -> list[int]:
             words = words.byteswap()
         return [int(w) for w in words]
     width, dtype = TYPE_WIDTHS[f.type]
-    raw = (float(value) - f.offset) / f.scale  # type: ignore[arg-type]
-    if not f.type.startswith("float"):
+    if f.type.startswith("float"):
+        raw: float | int = (float(value) - f.offset) / f.scale  # type: ignore[arg-type]
+    else:  # integers stay exact (a float cannot hold every 64-bit value); clip to range
         info = np.iinfo(np.dtype(dtype))
-        raw = int(min(max(round(raw), info.min), info.max))
+        exact = int(value) if not f.scaled else round((float(value) - f.offset) / f.scale)  # type: ignore[call-overload,arg-type]
+        raw = min(max(exact, int(info.min)), int(info.max))
     value_bytes = np.array([raw], dtype=dtype).tobytes()  # big-endian value bytes
     perm = _byte_permutation(width, f.byte_order)
     reg_bytes = bytearray(2 * width)

@@ -18,8 +18,8 @@ import numpy as np
 from daq.events import Event
 from drivers.block import Block
 
-_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": " ", "\\": "\\\\"})
-_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " ", "\\": "\\\\"})
+_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\\": "\\\\"})
+_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\\": "\\\\"})
 _STR = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
 

@@ -1,0 +1,122 @@
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daq.cli import main
+from daq.config import ConfigError, load_rig, load_settings
+from tests.conftest import ROOT
+
+RIG = ROOT / "configs" / "rigs" / "screw-press.toml"
+
+
+def _rig_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = RIG.read_text()
+    assert old in text, old
+    p = tmp_path / "rig.toml"
+    p.write_text(text.replace(old, new, 1))
+    return p
+
+
+def _problems(path) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        load_rig(path)
+    return e.value.problems
+
+
+def test_shipped_configs_are_valid():
+    s = load_settings(ROOT / "configs" / "demo.toml")
+    assert [r.name for r in s.rigs] == ["press-01"]
+    names = {r.name for r in s.rigs[0].devices[0].registers}
+    assert {"force", "position", "flywheel_speed"} <= names
+
+
+def test_unknown_key_is_named_with_its_path(tmp_path):
+    p = _rig_with(tmp_path, "poll_hz = 50", "poll_hz = 50\npoll_hertz = 50")
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc).poll_hertz: unknown key"]
+
+
+def test_wrong_type_names_register_and_value(tmp_path):
+    p = _rig_with(tmp_path, 'type = "float16"', 'type = "float33"')
+    [msg] = _problems(p)
+    assert msg.startswith(f"{p}: devices[0] (press01_plc).registers[4] (motor_voltage).type:")
+    assert "'float33'" in msg
+
+
+def test_overlapping_registers_are_refused(tmp_path):
+    p = _rig_with(tmp_path, "address = 7\n", "address = 6\n")
+    [msg] = _problems(p)
+    assert "registers: [5] (die_temperature, holding 6) overlaps [4] (motor_voltage, holding 6..6)" in msg
+
+
+def test_bits_of_one_register_do_not_overlap(tmp_path):
+    load_rig(RIG)  # state word: four bits at holding 8
+
+
+def test_same_bit_twice_overlaps(tmp_path):
+    p = _rig_with(tmp_path, "bit = 1", "bit = 0")
+    assert "overlaps" in _problems(p)[0]
+
+
+@pytest.mark.parametrize("rate", ["0", "-5", "5000"])
+def test_impossible_poll_rates(tmp_path, rate):
+    p = _rig_with(tmp_path, "poll_hz = 50", f"poll_hz = {rate}")
+    [msg] = _problems(p)
+    assert "devices[0] (press01_plc).poll_hz: must be > 0" in msg
+
+
+def test_timeout_longer_than_fifty_periods(tmp_path):
+    p = _rig_with(tmp_path, "timeout_s = 0.5", "timeout_s = 5")
+    assert "spans more than 50 poll periods" in _problems(p)[0]
+
+
+def test_bit_needs_index_and_coil_needs_bit_type(tmp_path):
+    p = _rig_with(tmp_path, "  bit = 0\n", "")
+    assert "needs 'bit'" in _problems(p)[0]
+    p = _rig_with(tmp_path, 'register = "input"\n  address = 0\n  type = "uint32"',
+                  'register = "coil"\n  address = 0\n  type = "uint32"')
+    assert "type must be 'bit'" in _problems(p)[0]
+
+
+def test_duplicate_channel_names(tmp_path):
+    p = _rig_with(tmp_path, 'name = "position"', 'name = "force"')
+    assert "name 'force' already used by [0]" in _problems(p)[0]
+
+
+def test_all_problems_of_all_files_are_collected(tmp_path):
+    shutil.copy(ROOT / "configs" / "demo.toml", tmp_path / "demo.toml")
+    (tmp_path / "rigs").mkdir()
+    text = RIG.read_text().replace("poll_hz = 50", "poll_hz = 50\ncolour = 1").replace(
+        'type = "float16"', 'type = "float33"')
+    (tmp_path / "rigs" / "screw-press.toml").write_text(text)
+    (tmp_path / "demo.toml").write_text((tmp_path / "demo.toml").read_text().replace(
+        'rigs = ["rigs/screw-press.toml"]', 'rigs = ["rigs/screw-press.toml", "rigs/missing.toml"]'))
+    with pytest.raises(ConfigError) as e:
+        load_settings(tmp_path / "demo.toml")
+    text = "\n".join(e.value.problems)
+    assert "colour: unknown key" in text and "float33" in text and "rigs/missing.toml: file not found" in text
+
+
+def test_invalid_toml_names_the_place(tmp_path):
+    p = tmp_path / "x.toml"
+    p.write_text('name = "a"\nkind = \n')
+    [msg] = _problems(p)
+    assert msg.startswith(f"{p}: not valid TOML:") and "line 2" in msg
+
+
+def test_check_exit_codes(tmp_path, capsys):
+    assert main(["check", str(ROOT / "configs" / "demo.toml")]) == 0
+    p = _rig_with(tmp_path, "port = 15020", "port = 99999")
+    assert main(["check", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "devices[0] (press01_plc).port" in err and "Traceback" not in err
+
+
+def test_check_as_a_command_prints_no_traceback(tmp_path):
+    p = _rig_with(tmp_path, "unit_id = 1", 'unit_id = "one"')
+    r = subprocess.run([sys.executable, "-m", "daq.cli", "check", str(p)], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 2
+    assert "unit_id" in r.stderr and "Traceback" not in r.stderr
