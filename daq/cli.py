@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -62,29 +61,9 @@ def cmd_check(args) -> int:
     return 0
 
 
-class _Server:
-    """uvicorn without its own signal handling: ``daq run`` owns SIGINT/SIGTERM."""
-
-    def __init__(self, app, host: str, port: int):
-        import uvicorn
-
-        class Quiet(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):
-                yield
-
-        self.server = Quiet(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           lifespan="on"))
-
-    async def serve(self) -> None:
-        await self.server.serve()
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-
-
 async def _run(settings, simulate: bool) -> int:
     from api.app import create_app
+    from api.server import ApiServer
     from daq.service import Service
 
     service = Service(settings, simulate=simulate)
@@ -98,26 +77,21 @@ async def _run(settings, simulate: bool) -> int:
         log.error("cannot start: %s", e)
         await service.stop()
         return 1
-    app = create_app(settings, service)
-    server = _Server(app, settings.api.host, settings.api.port)
-    serve = asyncio.create_task(server.serve())
-    await asyncio.sleep(0.3)
-    if serve.done():
-        log.error("the API could not start on %s:%d (port in use?)", settings.api.host,
-                  settings.api.port)
-    else:
-        print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
-              f"API docs /docs. Ctrl-C stops.", flush=True)
-        for rig, sims in service.simulators.items():
-            for sim in sims:
-                print(f"  simulator {rig}: Modbus TCP {sim.endpoint}", flush=True)
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({serve, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
+    server = ApiServer(create_app(settings, service), settings.api.host, settings.api.port)
+    try:
+        await server.start()
+    except OSError as e:
+        log.error("%s", e)
+        await service.stop()
+        return 1
+    print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
+          f"API docs /docs. Ctrl-C stops.", flush=True)
+    for rig, sims in service.simulators.items():
+        for sim in sims:
+            print(f"  simulator {rig}: Modbus TCP {sim.endpoint}", flush=True)
+    await stop.wait()
     log.info("stopping: flushing acquisition and storage")
-    server.stop()
-    with contextlib.suppress(Exception):
-        await serve
+    await server.stop()
     await service.stop()
     log.info("stopped")
     return 0

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 
 from drivers.registers import RegisterField
 from drivers.sim.modbus_server import ModbusSimServer, RegisterImage
@@ -19,8 +18,8 @@ class ScrewPressSimulator:
     """Runs the press model in real time and serves its PLC registers.
 
     The PLC scan updates the register image every ``scan_s`` (default 5 ms). With
-    ``record=True`` every published image is kept in ``history`` as
-    ``(plc_tick, values)`` so tests can compare what was acquired with what was shown.
+    ``record=True`` every published image is kept in ``history`` (plc_tick → values)
+    so tests can compare what was acquired with what was shown.
     """
 
     def __init__(self, params: PressParameters, fields: list[RegisterField], host: str,
@@ -31,10 +30,9 @@ class ScrewPressSimulator:
         self.server = ModbusSimServer(self.image, host, port, unit_id)
         self.scan_s = scan_s
         self.recipe = recipe
-        self.history: deque[tuple[int, dict[str, float]]] | None = (
-            deque(maxlen=1_000_000) if record else None
-        )
+        self.history: dict[int, dict] | None = {} if record else None
         self._task: asyncio.Task | None = None
+        self.last: dict = {}
         self._steps_per_ms = round(1e-3 / self.model.dt)
 
     @property
@@ -51,21 +49,34 @@ class ScrewPressSimulator:
         values["motor_energy"] = m.energy_J / 1e3
         values["recipe"] = self.recipe
         self.image.set(values)
+        self.last = values
         if self.history is not None:
-            self.history.append((values["plc_tick"], values))
+            self.history[values["plc_tick"]] = values
 
     async def _run(self) -> None:
-        start = time.monotonic()
+        start = time.monotonic() - self.model.step_count * self.model.dt
         while True:
             due = int((time.monotonic() - start) / self.model.dt)
-            n = due - self.model.step_count
+            # whole PLC milliseconds only, so one plc_tick always shows one image
+            n = (due - self.model.step_count) // self._steps_per_ms * self._steps_per_ms
             if n > 0:
                 self._publish(self.model.advance(min(n, 20_000)))
             await asyncio.sleep(self.scan_s)
 
+    def pause(self) -> None:
+        """Freeze the model: the PLC keeps answering with the last image (a stuck device)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def resume(self) -> None:
+        """Let the model run on from where it was paused."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"press-sim {self.endpoint}")
+
     async def start(self) -> None:
         """Publish the initial image, start serving and start the model clock."""
-        self._publish(self.model.advance(1))
+        self._publish(self.model.advance(self._steps_per_ms))
         await self.server.start()
         self._task = asyncio.create_task(self._run(), name=f"press-sim {self.endpoint}")
 

@@ -70,7 +70,7 @@ async def test_reads_follow_the_plan_and_decode():
 
 
 async def test_exception_reply_masks_only_that_request():
-    t = ScriptedTransport(good(0) + [good(1)[0], ModbusReadError("exception", "exception 2")])
+    t = ScriptedTransport([*good(0), good(1)[0], ModbusReadError("exception", "exception 2")])
     poller = ModbusPoller("plc", t, FIELDS)
     bus = SampleBus()
     sub = bus.subscribe("test")
@@ -91,7 +91,7 @@ async def test_exception_reply_masks_only_that_request():
 
 
 async def test_timeout_drops_connection_then_backoff_then_recovery_with_gap_event():
-    t = ScriptedTransport(good(0) + [ModbusReadError("timeout", "no reply")] + good(1))
+    t = ScriptedTransport([*good(0), ModbusReadError("timeout", "no reply"), *good(1)])
     t.connect_results = [True, False, True]
     poller = ModbusPoller("plc", t, FIELDS, reconnect_min_s=0.0)
     bus = SampleBus()

@@ -1,0 +1,53 @@
+"""The API over real HTTP on the running app, with the simulated press behind it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from api.app import create_app
+from api.server import ApiServer
+from daq.service import Service
+from tests.integration.helpers import press_settings
+
+
+async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influxd, database):
+    settings = press_settings(tmp_path, influxd.url, database, poll_hz=50)
+    service = Service(settings)
+    await service.start()
+    server = ApiServer(create_app(settings, service), "127.0.0.1", settings.api.port)
+    await server.start()
+    base = f"http://127.0.0.1:{settings.api.port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+            await asyncio.sleep(1.0)
+            health = (await http.get("/api/health")).json()
+            assert health["status"] == "ok" and health["version"]
+            [dev] = health["devices"]
+            assert dev["device"] == "press01_plc" and dev["state"] == "ok" and dev["samples"] > 10
+            assert health["storage"]["healthy"] is True and health["storage"]["dropped_lines"] == 0
+
+            rigs = (await http.get("/api/rigs")).json()
+            assert [(r["name"], r["kind"], r["state"]) for r in rigs] == [("press-01", "screw_press", "ok")]
+
+            seen = []
+            for _ in range(8):
+                latest = (await http.get("/api/rigs/press-01/latest")).json()
+                seen.append(latest["channels"])
+                await asyncio.sleep(0.3)
+            first = seen[0]
+            assert first["force"]["unit"] == "kN" and first["position"]["unit"] == "mm"
+            assert first["flywheel_speed"]["unit"] == "rpm" and first["force"]["quality"] == 0
+            ticks = [c["plc_tick"]["value"] for c in seen]
+            assert ticks == sorted(ticks) and ticks[-1] - ticks[0] > 1500
+            assert len({c["position"]["value"] for c in seen}) > 1
+
+            r = await http.get("/api/rigs/press-02/latest")
+            assert r.status_code == 404 and "press-01" in r.json()["detail"]
+            page = await http.get("/")
+            assert page.status_code == 200 and "rigdaq" in page.text
+            assert (await http.get("/openapi.json")).status_code == 200
+    finally:
+        await server.stop()
+        await service.stop()
