@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import uvicorn
 
@@ -22,17 +23,37 @@ class ApiServer:
         self.server = _NoSignals(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                 lifespan="on"))
         self.task: asyncio.Task | None = None
+        self.sock: socket.socket | None = None
+
+    def bind(self) -> None:
+        """Take the listening socket now; raises OSError naming the address when it is busy.
+
+        Binding here rather than in uvicorn: uvicorn would sys.exit() on a busy port.
+        """
+        if self.sock is not None:
+            return
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as e:
+            sock.close()
+            raise OSError(f"the API cannot listen on {self.host}:{self.port}: {e.strerror} "
+                          "(port in use? set [api] port)") from None
+        sock.listen(128)
+        self.sock = sock
 
     async def start(self, timeout_s: float = 10.0) -> None:
-        """Start serving; raises OSError when it cannot listen."""
-        self.task = asyncio.create_task(self.server.serve(), name="api")
+        """Start serving (binding first if needed); returns once it listens."""
+        self.bind()
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]), name="api")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not self.server.started:
             if self.task.done() or loop.time() > deadline:
                 with contextlib.suppress(BaseException):
                     await self.task
-                raise OSError(f"the API cannot listen on {self.host}:{self.port} (port in use?)")
+                raise OSError(f"the API did not start on {self.host}:{self.port}")
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:

@@ -141,6 +141,7 @@ class DeviceAcquisition:
     async def run(self) -> None:
         """Poll at the configured rate until cancelled; emit partial blocks on cancel."""
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
         next_t = loop.time()
         last_emit = next_t
         try:
@@ -149,6 +150,10 @@ class DeviceAcquisition:
                 if next_t > now:
                     await asyncio.sleep(next_t - now)
                 await self.poll_once()
+                if me is not None and me.cancelling():
+                    # Python 3.11's asyncio.wait_for (used inside pymodbus) can swallow a
+                    # cancellation that races with a reply; honour it here.
+                    raise asyncio.CancelledError
                 now = loop.time()
                 if self._n and now - last_emit >= self.block_s:
                     self.emit()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import faulthandler
+import io
 import logging
 import signal
 import sys
@@ -61,6 +64,14 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _dump_tasks() -> None:
+    """`kill -USR2 PID`: log what every asyncio task is waiting on."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack()
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames[::-1]) or "-"
+        log.warning("task %s: %s", task.get_name(), where)
+
+
 async def _run(settings, simulate: bool) -> int:
     from api.app import create_app
     from api.server import ApiServer
@@ -71,17 +82,18 @@ async def _run(settings, simulate: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await service.start()
-    except OSError as e:
-        log.error("cannot start: %s", e)
-        await service.stop()
-        return 1
+    loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
     server = ApiServer(create_app(settings, service), settings.api.host, settings.api.port)
     try:
-        await server.start()
+        server.bind()  # fail fast, before anything is started
     except OSError as e:
         log.error("%s", e)
+        return 1
+    try:
+        await service.start()
+        await server.start()
+    except OSError as e:
+        log.error("cannot start: %s", e)
         await service.stop()
         return 1
     print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
@@ -160,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_check)
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    with contextlib.suppress(io.UnsupportedOperation, ValueError, AttributeError):
+        faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -24,6 +24,18 @@ from drivers.modbus import ModbusPoller, PymodbusTransport
 log = logging.getLogger(__name__)
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task], patience_s: float = 5.0) -> None:
+    """Cancel tasks and wait for them; cancel again any that swallowed the first request."""
+    for t in tasks:
+        t.cancel()
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=patience_s)
+        for t in pending:
+            log.warning("task %s ignored cancellation; cancelling again", t.get_name())
+            t.cancel()
+
+
 class Service:
     """Everything ``daq run`` runs besides the HTTP server.
 
@@ -120,8 +132,8 @@ class Service:
     async def start(self) -> None:
         """Bring everything up in order: storage, simulators, live view, acquisition."""
         self.started_ns = time.time_ns()
+        await self._start_simulators()  # first: a busy port fails before influxd starts
         await self._start_storage()
-        await self._start_simulators()
         self._tasks.append(asyncio.create_task(self._follow_live(), name="live"))
         self._start_acquisition()
         self.bus.publish(Event("service_start", f"rigdaq {__version__} started"))
@@ -129,9 +141,7 @@ class Service:
     async def stop(self) -> None:
         """Stop acquisition (flushing partial blocks), drain storage, stop the rest."""
         self.bus.publish(Event("service_stop", "rigdaq stopping"))
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.writer is not None:
             await self.writer.stop()

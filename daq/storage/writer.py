@@ -165,7 +165,7 @@ class StorageWriter:
             self._take(item)
         for t in self._tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.wait(self._tasks)
         deadline = time.monotonic() + drain_timeout_s
         while self.pending and time.monotonic() < deadline:
             if not await self._send_once():
