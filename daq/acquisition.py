@@ -39,6 +39,8 @@ class DeviceStatus:
     last_error: str = ""
     last_sample_ns: int = 0
     connects: int = 0
+    skipped_bytes: int = 0  # streams: bytes outside valid frames
+    missing_samples: int = 0  # streams: gaps in the sample counter
 
 
 class DeviceAcquisition:

@@ -59,7 +59,7 @@ def cmd_check(args) -> int:
     settings = _load(args.config)
     if settings is None:
         return EXIT_CONFIG
-    n_ch = sum(len(d.registers) for r in settings.rigs for d in r.devices)
+    n_ch = sum(len(d.channel_units()) for r in settings.rigs for d in r.devices)
     print(f"{path}: ok ({len(settings.rigs)} rig(s), {n_ch} channel(s))")
     return 0
 
@@ -98,9 +98,9 @@ async def _run(settings, simulate: bool) -> int:
         return 1
     print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
           f"API docs /docs. Ctrl-C stops.", flush=True)
-    for rig, sims in service.simulators.items():
-        for sim in sims:
-            print(f"  simulator {rig}: Modbus TCP {sim.endpoint}", flush=True)
+    for rig, sim in service.simulators.items():
+        for device, where in sim.endpoints().items():
+            print(f"  simulated {rig}/{device}: {where}", flush=True)
     await stop.wait()
     log.info("stopping: flushing acquisition and storage")
     await server.stop()
@@ -118,22 +118,23 @@ def cmd_run(args) -> int:
 
 
 async def _sim(settings) -> int:
-    from daq.simulators import build_simulators
+    from daq.simulators import build_simulator
 
     sims = []
     for rig in settings.rigs:
         if not rig.simulate:
             continue
-        for sim in build_simulators(rig):
-            try:
-                await sim.start()
-            except OSError as e:
-                log.error("simulator for %s cannot listen on %s: %s", rig.name, sim.endpoint, e)
-                for s in sims:
-                    await s.stop()
-                return 1
-            sims.append(sim)
-            print(f"{rig.name}: Modbus TCP {sim.endpoint} unit {sim.server.unit_id}", flush=True)
+        sim = build_simulator(rig, settings.data_dir)
+        try:
+            await sim.start()
+        except OSError as e:
+            log.error("simulator for %s cannot start: %s", rig.name, e)
+            for s in sims:
+                await s.stop()
+            return 1
+        sims.append(sim)
+        for device, where in sim.endpoints().items():
+            print(f"{rig.name}/{device}: {where}", flush=True)
     if not sims:
         print("no rig has simulate = true", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.registers import BYTE_ORDERS, TYPES, RegisterField
+from drivers.stream import StreamChannel
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,92 @@ class ModbusTcpDevice(Strict):
         """Driver-side field definitions, in config order."""
         return [r.to_field() for r in self.registers]
 
+    def channel_units(self) -> dict[str, str]:
+        """Channel name → unit."""
+        return {r.name: r.unit for r in self.registers}
+
+
+class StreamChannelConfig(Strict):
+    """One channel of a streaming instrument, in frame order."""
+
+    name: Name
+    type: Literal["int16", "uint16", "int32", "uint32", "float32", "float64"] = "float32"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+    description: str = ""
+
+    def to_channel(self) -> StreamChannel:
+        """The driver-side channel definition."""
+        return StreamChannel(self.name, self.type, self.scale, self.offset, self.unit)
+
+
+class SerialStreamDevice(Strict):
+    """An instrument streaming frames or lines over a serial port.
+
+    ``port`` is a device path; a relative path is taken under the service's data_dir
+    (that is where simulators put their pseudo-terminals).
+    """
+
+    name: Name
+    transport: Literal["serial_stream"]
+    port: str
+    baudrate: int = Field(default=921600, ge=300, le=20_000_000)
+    format: Literal["binary", "ascii"] = "binary"
+    sample_rate_hz: float = Field(gt=0, le=200_000, description="samples per second the device sends")
+    block_s: float = Field(default=0.05, gt=0, le=10)
+    silence_timeout_s: float = Field(default=1.0, gt=0, le=60, description="no bytes for this long: fault")
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
+    channels: list[StreamChannelConfig] = Field(min_length=1, max_length=256)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, channels: list[StreamChannelConfig]) -> list[StreamChannelConfig]:
+        names = [c.name for c in channels]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"channel names must be unique; repeated: {', '.join(dup)}")
+        if "sample" in names:
+            raise ValueError("'sample' is reserved: it carries the device's sample counter")
+        return channels
+
+    @model_validator(mode="after")
+    def _bandwidth(self) -> SerialStreamDevice:
+        if self.format == "binary":
+            frame = 8 + sum({"int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "float32": 4,
+                             "float64": 8}[c.type] for c in self.channels)
+            need = frame * 10 * self.sample_rate_hz  # 10 bits per byte on the wire
+            if need > self.baudrate:
+                raise ValueError(
+                    f"{self.sample_rate_hz:g} frames/s of {frame} bytes need {need:,.0f} baud; "
+                    f"baudrate is {self.baudrate:,}")
+        return self
+
+    def stream_channels(self) -> list[StreamChannel]:
+        """Driver-side channel definitions, in frame order."""
+        return [c.to_channel() for c in self.channels]
+
+    def channel_units(self) -> dict[str, str]:
+        """Channel name → unit (``sample`` is the device's sample counter)."""
+        return {"sample": "", **{c.name: c.unit for c in self.channels}}
+
+
+class ScheduledFault(Strict):
+    """A simulated fault switched on ``at_s`` after the simulator starts."""
+
+    device: Name
+    kind: Literal["disconnect", "timeout", "exception", "corrupt", "truncated", "stuck"]
+    at_s: float = Field(ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
+
+
+class SimulationSettings(Strict):
+    """How the simulated rig behaves (only used with ``simulate = true``)."""
+
+    seed: int = 1
+    clock_ppm: float = Field(default=0.0, ge=-1000, le=1000, description="rig clock error vs host")
+    faults: list[ScheduledFault] = Field(default_factory=list)
+
 
 class ScrewPressParameters(Strict):
     """Physical parameters of an electric screw press (SI units unless the name says)."""
@@ -158,7 +245,9 @@ class Rig(Strict):
     simulate: bool = False
     description: str = ""
     parameters: ScrewPressParameters
-    devices: list[ModbusTcpDevice] = Field(min_length=1)
+    devices: list[Annotated[ModbusTcpDevice | SerialStreamDevice, Field(discriminator="transport")]] = (
+        Field(min_length=1))
+    simulation: SimulationSettings = SimulationSettings()
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Rig:
@@ -166,6 +255,9 @@ class Rig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"device names must be unique; repeated: {', '.join(dup)}")
+        for f in self.simulation.faults:
+            if f.device not in names:
+                raise ValueError(f"simulation.faults: no device {f.device!r}; devices: {', '.join(names)}")
         return self
 
 
@@ -259,7 +351,7 @@ def _key_path(loc: tuple, data: object = None) -> str:
             node = node[part] if isinstance(node, list) and part < len(node) else None
             if isinstance(node, dict) and isinstance(node.get("name"), str):
                 out += f" ({node['name']})"
-        elif str(part).startswith("function-"):
+        elif str(part).startswith("function-") or part in ("modbus_tcp", "serial_stream"):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -334,10 +426,11 @@ def load_settings(path: str | Path) -> Settings:
     endpoints: dict[tuple[str, int], str] = {}
     for r in rigs:
         for d in r.devices:
-            key = (d.host, d.port)
+            key = (d.host, d.port) if isinstance(d, ModbusTcpDevice) else ("serial", d.port)
             if key in endpoints:
                 problems.append(
-                    f"{path}: rigs: device {r.name}/{d.name} and {endpoints[key]} both use {d.host}:{d.port}"
+                    f"{path}: rigs: device {r.name}/{d.name} and {endpoints[key]} both use "
+                    f"{':'.join(map(str, key))}"
                 )
             endpoints[key] = f"{r.name}/{d.name}"
     if problems:

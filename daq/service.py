@@ -12,14 +12,18 @@ from urllib.parse import urlparse
 from daq import __version__
 from daq.acquisition import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
-from daq.config import Settings
+from daq.config import ModbusTcpDevice, Settings
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.live import LatestValues
-from daq.simulators import build_simulators
+from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
 from daq.storage.writer import StorageWriter
+from daq.stream_acquisition import StreamAcquisition
 from drivers.modbus import ModbusPoller, PymodbusTransport
+from drivers.serial_port import SerialPort
+from drivers.sim.press_sim import ScrewPressSimulator
+from drivers.stream import FrameCodec, LineCodec
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +58,14 @@ class Service:
         self.client: InfluxV1Client | None = None
         self.writer: StorageWriter | None = None
         self.storage_note = "not configured"
-        self.simulators: dict[str, list] = {}
+        self.simulators: dict[str, ScrewPressSimulator] = {}
         self.acquisitions: list[DeviceAcquisition] = []
         self.rigs = {r.name: r for r in settings.rigs}
         self._tasks: list[asyncio.Task] = []
         self.started_ns = 0
         for rig in settings.rigs:
-            self.live.set_units(rig.name, {
-                r.name: r.unit for d in rig.devices for r in d.registers
-            })
+            for d in rig.devices:
+                self.live.set_units(rig.name, d.channel_units())
 
     # -- start -------------------------------------------------------------------------
     async def _start_storage(self) -> None:
@@ -104,19 +107,27 @@ class Service:
         for rig in self.settings.rigs:
             if not (self.simulate and rig.simulate):
                 continue
-            sims = build_simulators(rig, record=self.record_sim)
-            for sim in sims:
-                await sim.start()
-                log.info("simulator for %s listening on %s", rig.name, sim.endpoint)
-            self.simulators[rig.name] = sims
+            sim = build_simulator(rig, self.settings.data_dir, record=self.record_sim)
+            await sim.start()
+            for device, where in sim.endpoints().items():
+                log.info("simulated %s/%s: %s", rig.name, device, where)
+            self.simulators[rig.name] = sim
 
     def _start_acquisition(self) -> None:
         for rig in self.settings.rigs:
             for dev in rig.devices:
-                transport = PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s)
-                poller = ModbusPoller(dev.name, transport, dev.fields(), dev.unit_id, dev.max_gap,
-                                      reconnect_max_s=dev.reconnect_max_s)
-                acq = DeviceAcquisition(rig.name, poller, self.bus, dev.poll_hz, dev.block_s)
+                if isinstance(dev, ModbusTcpDevice):
+                    transport = PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s)
+                    poller = ModbusPoller(dev.name, transport, dev.fields(), dev.unit_id,
+                                          dev.max_gap, reconnect_max_s=dev.reconnect_max_s)
+                    acq = DeviceAcquisition(rig.name, poller, self.bus, dev.poll_hz, dev.block_s)
+                else:
+                    port = SerialPort.at(str(device_path(dev.port, self.settings.data_dir)),
+                                         dev.baudrate)
+                    codec = (FrameCodec if dev.format == "binary" else LineCodec)(dev.stream_channels())
+                    acq = StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
+                                            self.bus, dev.block_s, dev.silence_timeout_s,
+                                            dev.reconnect_max_s)
                 self.acquisitions.append(acq)
                 self._tasks.append(asyncio.create_task(acq.run(), name=f"acq {rig.name}/{dev.name}"))
 
@@ -147,9 +158,8 @@ class Service:
             await self.writer.stop()
         if self.client is not None:
             await self.client.aclose()
-        for sims in self.simulators.values():
-            for sim in sims:
-                await sim.stop()
+        for sim in self.simulators.values():
+            await sim.stop()
         if self.influxd is not None:
             self.influxd.stop()
 
@@ -163,6 +173,7 @@ class Service:
                 "rig": st.rig, "device": st.device, "state": st.state, "polls": st.polls,
                 "samples": st.samples, "failed_polls": st.failed_polls, "overruns": st.overruns,
                 "connects": st.connects, "last_error": st.last_error or None,
+                "skipped_bytes": st.skipped_bytes, "missing_samples": st.missing_samples,
                 "last_sample_ns": st.last_sample_ns or None,
             })
         storage: dict = {"backend": None, "note": self.storage_note}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
-from daq.config import Rig, ScrewPressParameters
+from daq.config import ModbusTcpDevice, Rig, ScrewPressParameters
+from drivers.sim.faults import Scheduled
 from drivers.sim.press import PressParameters
-from drivers.sim.press_sim import ScrewPressSimulator
+from drivers.sim.press_sim import PlcFace, ScrewPressSimulator, StreamFace
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,24 @@ def press_parameters(p: ScrewPressParameters) -> PressParameters:
     )
 
 
-def build_simulators(rig: Rig, record: bool = False, seed: int = 1) -> list[ScrewPressSimulator]:
-    """One simulator per Modbus device of the rig, listening where the rig file says."""
-    sims = []
+def device_path(port: str, data_dir: Path) -> Path:
+    """A serial port path from a rig file: relative paths live under the data dir."""
+    p = Path(port)
+    return p if p.is_absolute() else data_dir / p
+
+
+def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> ScrewPressSimulator:
+    """The rig's simulator: one model, a face per device, where the rig file says."""
+    plcs, streams = [], []
     for dev in rig.devices:
-        sims.append(ScrewPressSimulator(press_parameters(rig.parameters), dev.fields(),
-                                        dev.host, dev.port, dev.unit_id, seed=seed,
-                                        record=record))
-    return sims
+        if isinstance(dev, ModbusTcpDevice):
+            plcs.append(PlcFace(dev.name, dev.fields(), dev.host, dev.port, dev.unit_id))
+        else:
+            streams.append(StreamFace(dev.name, device_path(dev.port, data_dir),
+                                      dev.stream_channels(), dev.sample_rate_hz, dev.format))
+    sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams,
+                              seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
+                              record=record)
+    sim.faults.schedule = [Scheduled(f.device, f.kind, f.at_s, f.duration_s)
+                           for f in rig.simulation.faults]
+    return sim

@@ -9,6 +9,7 @@ sees half an update).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 
@@ -18,6 +19,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.registers import RegisterField, encode_value
+from drivers.sim.faults import FaultBoard
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +100,12 @@ class ModbusSimServer:
     tests use it to know how many polls a client made.
     """
 
-    def __init__(self, image: RegisterImage, host: str, port: int, unit_id: int = 1):
+    def __init__(self, image: RegisterImage, host: str, port: int, unit_id: int = 1,
+                 faults: FaultBoard | None = None, name: str = "plc"):
         self.image = image
         self.host, self.port, self.unit_id = host, port, unit_id
+        self.faults = faults or FaultBoard()
+        self.name = name
         self.served: Counter[tuple[str, int]] = Counter()
         self.written: list[tuple[str, int, list[int]]] = []
         self._server: ModbusTcpServer | None = None
@@ -109,6 +114,10 @@ class ModbusSimServer:
         table = _FC_TABLE.get(fc)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
+        if self.faults.active(self.name, "exception"):
+            return ExcCodes.DEVICE_BUSY
+        if late := self.faults.active(self.name, "timeout"):
+            await asyncio.sleep(late.params.get("delay_s", 2.0))
         if set_values is not None:
             self.written.append((table, address, list(set_values)))
             return None
@@ -118,10 +127,28 @@ class ModbusSimServer:
         self.served[(table, address)] += 1
         return None
 
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            return data
+        if self.faults.active(self.name, "corrupt") and len(data) > 8:
+            buf = bytearray(data)
+            buf[4] ^= 0x7F  # MBAP length field: the client can no longer frame the reply
+            buf[-1] ^= 0xFF
+            return bytes(buf)
+        if self.faults.active(self.name, "truncated") and len(data) > 9:
+            return data[: len(data) - max(2, len(data) // 3)]
+        return data
+
+    @property
+    def running(self) -> bool:
+        """True while listening."""
+        return self._server is not None
+
     async def start(self) -> None:
         """Bind and serve in the background; returns once listening."""
         device = self.image.sim_device(self.unit_id, self._action)
-        self._server = ModbusTcpServer(device, address=(self.host, self.port))
+        self._server = ModbusTcpServer(device, address=(self.host, self.port),
+                                       trace_packet=self._trace_packet)
         try:
             await self._server.serve_forever(background=True)
         except RuntimeError:

@@ -1,4 +1,14 @@
-"""The simulated screw press PLC: the physics model behind a Modbus TCP register image."""
+"""The simulated screw press: one physics model behind its PLC and its force amplifier.
+
+* The PLC answers Modbus TCP from a register image updated every PLC scan (5 ms).
+* The force amplifier streams every model step (10 kHz) as binary frames on a pty.
+
+Both show the same model, so a blow seen in the PLC's registers is the same blow in the
+amplifier's stream. The model runs on the rig's own clock, which can be set off the
+host clock by ``clock_ppm`` as a real crystal is; the service corrects for it.
+
+Faults can be switched on per device (see :mod:`drivers.sim.faults`).
+"""
 
 from __future__ import annotations
 
@@ -6,65 +16,189 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from drivers.registers import RegisterField
+from drivers.sim.faults import FaultBoard
 from drivers.sim.modbus_server import ModbusSimServer, RegisterImage
 from drivers.sim.press import PressParameters, ScrewPressModel
+from drivers.sim.pty_link import PtyLink
+from drivers.stream import FrameCodec, LineCodec, StreamChannel
 
 log = logging.getLogger(__name__)
 
 
-class ScrewPressSimulator:
-    """Runs the press model in real time and serves its PLC registers.
+@dataclass
+class PlcFace:
+    """A Modbus TCP PLC showing the model through a register map."""
 
-    The PLC scan updates the register image every ``scan_s`` (default 5 ms). With
-    ``record=True`` every published image is kept in ``history`` (plc_tick → values)
-    so tests can compare what was acquired with what was shown.
+    name: str
+    fields: list[RegisterField]
+    host: str
+    port: int
+    unit_id: int = 1
+
+
+@dataclass
+class StreamFace:
+    """A streaming instrument on a pty linked at ``link``."""
+
+    name: str
+    link: Path
+    channels: list[StreamChannel]
+    rate_hz: float
+    format: str = "binary"
+
+
+class _StreamOut:
+    def __init__(self, face: StreamFace, steps_per_sample: int):
+        self.face = face
+        self.link = PtyLink(face.link)
+        self.codec = FrameCodec(face.channels) if face.format == "binary" else LineCodec(face.channels)
+        self.every = steps_per_sample
+        self.sent = 0  # samples handed to the pty
+
+    def emit(self, first_step: int, sample: dict[str, np.ndarray], faults: FaultBoard,
+             rng: np.random.Generator) -> None:
+        if not self.link.is_open or faults.active(self.face.name, "timeout"):
+            return
+        n = len(next(iter(sample.values())))
+        steps = first_step + np.arange(n)
+        pick = steps % self.every == 0
+        if not pick.any():
+            return
+        seq = steps[pick] // self.every
+        values = {c.name: sample[c.name][pick] for c in self.face.channels}
+        if faults.active(self.face.name, "stuck"):
+            values = {k: np.full(len(v), v[0]) for k, v in values.items()}
+        data = self.codec.encode(seq, values)
+        if faults.active(self.face.name, "corrupt"):
+            buf = bytearray(data)
+            for i in rng.integers(0, len(buf), max(1, len(buf) // 500)).tolist():
+                buf[i] ^= 0x5A
+            data = bytes(buf)
+        if faults.active(self.face.name, "truncated"):
+            data = data[: len(data) - len(data) // 3]
+        self.link.write(data)
+        self.sent += len(seq)
+
+
+class ScrewPressSimulator:
+    """Runs the press model in (rig-clock) real time and serves it on every face.
+
+    With ``record=True`` every published PLC image is kept in ``history``
+    (plc_tick → values) so tests can compare what was acquired with what was shown.
     """
 
-    def __init__(self, params: PressParameters, fields: list[RegisterField], host: str,
-                 port: int, unit_id: int = 1, seed: int = 1, scan_s: float = 0.005,
-                 record: bool = False, recipe: str = "DIE-A113"):
+    def __init__(self, params: PressParameters, plcs: list[PlcFace] = (),
+                 streams: list[StreamFace] = (), seed: int = 1, scan_s: float = 0.005,
+                 clock_ppm: float = 0.0, record: bool = False, recipe: str = "DIE-A113"):
         self.model = ScrewPressModel(params, seed=seed)
-        self.image = RegisterImage(fields)
-        self.server = ModbusSimServer(self.image, host, port, unit_id)
+        self.rng = np.random.default_rng(seed + 1000)
+        self.faults = FaultBoard()
         self.scan_s = scan_s
+        self.clock_ppm = clock_ppm
         self.recipe = recipe
+        self.images: dict[str, RegisterImage] = {}
+        self.servers: dict[str, ModbusSimServer] = {}
+        for face in plcs:
+            image = RegisterImage(face.fields)
+            self.images[face.name] = image
+            self.servers[face.name] = ModbusSimServer(image, face.host, face.port, face.unit_id,
+                                                      faults=self.faults, name=face.name)
+        rate = 1.0 / self.model.dt
+        self.streams: dict[str, _StreamOut] = {}
+        for face in streams:
+            every = round(rate / face.rate_hz)
+            if every < 1 or abs(rate / every - face.rate_hz) > 1e-6 * face.rate_hz:
+                raise ValueError(f"{face.name}: the press model steps at {rate:g} Hz; a stream "
+                                 f"rate must divide it (got {face.rate_hz:g} Hz)")
+            self.streams[face.name] = _StreamOut(face, every)
         self.history: dict[int, dict] | None = {} if record else None
-        self._task: asyncio.Task | None = None
         self.last: dict = {}
+        self._task: asyncio.Task | None = None
         self._steps_per_ms = round(1e-3 / self.model.dt)
+        self._frozen = False
+
+    # -- endpoints -----------------------------------------------------------------------
+    def endpoints(self) -> dict[str, str]:
+        """Device name → where it answers (``host:port`` or the pty link)."""
+        out = {name: f"Modbus TCP {s.host}:{s.port} unit {s.unit_id}" for name, s in self.servers.items()}
+        out.update({name: f"serial stream {s.link.link} ({s.face.format}, {s.face.rate_hz:g} Hz)"
+                    for name, s in self.streams.items()})
+        return out
 
     @property
     def endpoint(self) -> str:
-        """``host:port`` the PLC answers on."""
-        return f"{self.server.host}:{self.server.port}"
+        """``host:port`` of the first PLC."""
+        s = next(iter(self.servers.values()))
+        return f"{s.host}:{s.port}"
 
-    def _publish(self, sample: dict) -> None:
+    @property
+    def server(self) -> ModbusSimServer:
+        """The first PLC's server."""
+        return next(iter(self.servers.values()))
+
+    @property
+    def image(self) -> RegisterImage:
+        """The first PLC's register image."""
+        return next(iter(self.images.values()))
+
+    # -- model clock -----------------------------------------------------------------------
+    def _publish(self, first_step: int, sample: dict) -> None:
         m = self.model
+        for out in self.streams.values():
+            out.emit(first_step, sample, self.faults, self.rng)
         values = {name: float(arr[-1]) for name, arr in sample.items()}
         values.update(m.state_bits)
         values["blow_count"] = m.blow_count
         values["plc_tick"] = m.step_count // self._steps_per_ms
         values["motor_energy"] = m.energy_J / 1e3
         values["recipe"] = self.recipe
-        self.image.set(values)
+        for name, image in self.images.items():
+            if not self.faults.active(name, "stuck"):
+                image.set(values)
         self.last = values
         if self.history is not None:
             self.history[values["plc_tick"]] = values
 
+    def _advance(self, n: int) -> None:
+        first = self.model.step_count
+        self._publish(first, self.model.advance(n))
+
     async def _run(self) -> None:
-        start = time.monotonic() - self.model.step_count * self.model.dt
+        rate = (1.0 + self.clock_ppm * 1e-6) / self.model.dt  # rig-clock steps per host second
+        start = time.monotonic() - self.model.step_count / rate
         while True:
-            due = int((time.monotonic() - start) / self.model.dt)
+            await self.faults.tick()
+            due = int((time.monotonic() - start) * rate)
             # whole PLC milliseconds only, so one plc_tick always shows one image
             n = (due - self.model.step_count) // self._steps_per_ms * self._steps_per_ms
             if n > 0:
-                self._publish(self.model.advance(min(n, 20_000)))
+                self._advance(min(n, 20_000))
+            await self._apply_connection_faults()
             await asyncio.sleep(self.scan_s)
 
+    async def _apply_connection_faults(self) -> None:
+        for name, server in self.servers.items():
+            down = self.faults.active(name, "disconnect")
+            if down and server.running:
+                await server.stop()
+            elif not down and not server.running:
+                with contextlib.suppress(OSError):
+                    await server.start()
+        for name, out in self.streams.items():
+            down = self.faults.active(name, "disconnect")
+            if down and out.link.is_open:
+                out.link.close()
+            elif not down and not out.link.is_open:
+                out.link.open()
+
     def pause(self) -> None:
-        """Freeze the model: the PLC keeps answering with the last image (a stuck device)."""
+        """Freeze the model: every face keeps showing the last values (a stuck rig)."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -72,19 +206,32 @@ class ScrewPressSimulator:
     def resume(self) -> None:
         """Let the model run on from where it was paused."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"press-sim {self.endpoint}")
+            self._task = asyncio.create_task(self._run(), name="press-sim")
 
     async def start(self) -> None:
-        """Publish the initial image, start serving and start the model clock."""
-        self._publish(self.model.advance(self._steps_per_ms))
-        await self.server.start()
-        self._task = asyncio.create_task(self._run(), name=f"press-sim {self.endpoint}")
+        """Publish the first image, open every face, start the model clock."""
+        self._advance(self._steps_per_ms)
+        started: list = []
+        try:
+            for server in self.servers.values():
+                await server.start()
+                started.append(server)
+            for out in self.streams.values():
+                out.link.open()
+        except OSError:
+            for server in started:
+                await server.stop()
+            raise
+        self.resume()
 
     async def stop(self) -> None:
-        """Stop the model and the server."""
+        """Stop the model and close every face."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.server.stop()
+        for server in self.servers.values():
+            await server.stop()
+        for out in self.streams.values():
+            out.link.close()

@@ -24,8 +24,10 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             await asyncio.sleep(1.0)
             health = (await http.get("/api/health")).json()
             assert health["status"] == "ok" and health["version"]
-            [dev] = health["devices"]
-            assert dev["device"] == "press01_plc" and dev["state"] == "ok" and dev["samples"] > 10
+            devs = {d["device"]: d for d in health["devices"]}
+            assert set(devs) == {"press01_plc", "press01_amp"}
+            assert all(d["state"] == "ok" for d in devs.values())
+            assert devs["press01_plc"]["samples"] > 10 and devs["press01_amp"]["samples"] > 5000
             assert health["storage"]["healthy"] is True and health["storage"]["dropped_lines"] == 0
 
             rigs = (await http.get("/api/rigs")).json()

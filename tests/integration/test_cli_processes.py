@@ -45,7 +45,7 @@ def _wait_latest(api_port: int, proc: subprocess.Popen, timeout_s: float = 30.0)
         assert proc.poll() is None, proc.stdout.read()
         try:
             r = httpx.get(f"http://127.0.0.1:{api_port}/api/rigs/press-01/latest", timeout=1)
-            if r.status_code == 200 and "force" in r.json()["channels"]:
+            if r.status_code == 200 and {"force", "plc_tick"} <= set(r.json()["channels"]):
                 return r.json()["channels"]
         except httpx.HTTPError:
             pass
@@ -112,7 +112,11 @@ def test_daq_sim_prints_its_endpoint_and_answers_modbus(tmp_path):
                             stderr=log, text=True)
     try:
         line = proc.stdout.readline()
-        assert line.strip() == f"press-01: Modbus TCP 127.0.0.1:{plc_port} unit 1"
+        assert line.strip() == f"press-01/press01_plc: Modbus TCP 127.0.0.1:{plc_port} unit 1"
+        line = proc.stdout.readline()
+        pty = tmp_path / "var" / "pty" / "press01-amp"
+        assert line.strip() == f"press-01/press01_amp: serial stream {pty} (binary, 10000 Hz)"
+        assert pty.is_symlink() and os.readlink(pty).startswith("/dev/pts/")
         client = ModbusTcpClient("127.0.0.1", port=plc_port)
         assert client.connect()
         rr = client.read_holding_registers(0, count=11, device_id=1)

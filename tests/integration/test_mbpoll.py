@@ -11,7 +11,7 @@ import pytest
 
 from daq.config import load_rig
 from daq.influxd import free_port
-from daq.simulators import build_simulators
+from daq.simulators import build_simulator
 from tests.conftest import ROOT
 
 
@@ -24,12 +24,12 @@ async def _mbpoll(port: int, *args: str) -> list[float]:
     return [float(v) for v in re.findall(r"^\[\d+\]:\s+(\S+)", out.decode(), flags=re.M)]
 
 
-async def test_mbpoll_reads_documented_values():
+async def test_mbpoll_reads_documented_values(tmp_path):
     if shutil.which("mbpoll") is None:
         pytest.fail("mbpoll is not installed: apt-get install mbpoll (scripts/setup does it)")
     rig = load_rig(ROOT / "configs" / "rigs" / "screw-press.toml")
     rig.devices[0].port = free_port()
-    [sim] = build_simulators(rig)
+    sim = build_simulator(rig, tmp_path)
     await sim.start()
     try:
         await asyncio.sleep(2.5)   # into the first blow's acceleration

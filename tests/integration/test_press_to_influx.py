@@ -20,8 +20,8 @@ async def test_every_polled_sample_lands_in_influxdb_with_the_simulators_values(
     await asyncio.sleep(4.0)
     await service.stop()
 
-    [sim] = service.simulators["press-01"]
-    [acq] = service.acquisitions
+    sim = service.simulators["press-01"]
+    acq = service.acquisitions[0]
     polls_served = sim.server.served[("holding", 0)]
     assert acq.status.samples == polls_served > 250
     assert service.writer.stats.dropped_lines == 0 and service.writer.stats.rejected_lines == 0
@@ -52,15 +52,14 @@ async def test_device_restart_is_recorded_as_fault_recovery_and_gap(tmp_path, in
     settings = press_settings(tmp_path, influxd.url, database, poll_hz=50)
     service = Service(settings)
     await service.start()
-    [sim] = service.simulators["press-01"]
-    [acq] = service.acquisitions
+    sim = service.simulators["press-01"]
+    acq = service.acquisitions[0]
     acq.poller.backoff.min_s = 0.05
     await asyncio.sleep(1.0)
-    await sim.server.stop()           # the PLC goes away
+    sim.faults.inject("press01_plc", "disconnect", duration_s=1.5)   # the PLC goes away
     await asyncio.sleep(1.0)
     assert acq.status.state == "down"
-    await sim.server.start()          # and comes back on the same port
-    for _ in range(100):
+    for _ in range(100):              # and comes back on the same port
         await asyncio.sleep(0.1)
         if acq.status.state == "ok":
             break

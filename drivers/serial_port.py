@@ -1,0 +1,85 @@
+"""A serial port (pyserial) read from asyncio: wait until readable, then take every byte.
+
+Works with real ports, USB adapters and pseudo-terminals alike. The port is opened by
+a factory the caller hands in, so tests pass a pty and the service a configured path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import serial
+
+log = logging.getLogger(__name__)
+
+
+class PortClosedError(Exception):
+    """The port went away (cable pulled, adapter gone, the other end of a pty closed)."""
+
+
+class SerialPort:
+    """Non-blocking bulk reads of a pyserial port."""
+
+    def __init__(self, opener: Callable[[], serial.SerialBase], name: str = ""):
+        self.opener = opener
+        self.name = name
+        self.ser: serial.SerialBase | None = None
+
+    @classmethod
+    def at(cls, path: str, baudrate: int = 921600) -> SerialPort:
+        """A port at a device path (opened on :meth:`open`)."""
+        return cls(lambda: serial.Serial(path, baudrate=baudrate, timeout=0, exclusive=True), path)
+
+    @property
+    def is_open(self) -> bool:  # noqa: D102
+        return self.ser is not None and self.ser.is_open
+
+    def open(self) -> None:
+        """Open the port; raises OSError with the reason when it cannot."""
+        try:
+            self.ser = self.opener()
+        except (serial.SerialException, OSError) as e:
+            self.ser = None
+            raise OSError(f"cannot open {self.name or 'serial port'}: {e}") from None
+
+    def close(self) -> None:
+        """Close quietly."""
+        if self.ser is not None:
+            with contextlib.suppress(serial.SerialException, OSError):
+                self.ser.close()
+            self.ser = None
+
+    async def read(self, timeout_s: float) -> bytes:
+        """Every byte available once the port is readable; b"" after ``timeout_s`` of silence."""
+        ser = self.ser
+        if ser is None:
+            raise PortClosedError("port is not open")
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        fd = ser.fileno()
+        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await asyncio.wait_for(ready, timeout_s)
+        except TimeoutError:
+            return b""
+        finally:
+            loop.remove_reader(fd)
+        try:
+            data = ser.read(max(ser.in_waiting, 1))
+        except (serial.SerialException, OSError) as e:
+            raise PortClosedError(str(e)) from None
+        if not data:
+            raise PortClosedError("readable but no data: the other end has gone")
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Write (blocking for at most the port's write timeout)."""
+        if self.ser is None:
+            raise PortClosedError("port is not open")
+        try:
+            self.ser.write(data)
+        except (serial.SerialException, OSError) as e:
+            raise PortClosedError(str(e)) from None
