@@ -19,7 +19,7 @@ import numpy as np
 
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
-from drivers.block import QUALITY_BAD, Block
+from drivers.block import QUALITY_BAD, QUALITY_STALE, Block
 from drivers.modbus import ModbusPoller
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,47 @@ class DeviceStatus:
     missing_samples: int = 0  # streams: gaps in the sample counter
 
 
+class StaleWatch:
+    """Notices a signal that stops changing: a hung PLC's heartbeat, a frozen amplifier.
+
+    ``update`` returns a mask of the samples taken more than ``after_s`` after the last
+    change (their quality becomes stale) and reports transitions through ``changed``.
+    """
+
+    def __init__(self, after_s: float):
+        self.after_ns = int(after_s * 1e9)
+        self.last_change_ns: int | None = None
+        self.last_value = None
+        self.stale = False
+
+    def update(self, t_ns: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, bool | None]:
+        """(stale mask for these samples, True/False on becoming stale/live again, else None)."""
+        if len(values) == 0:
+            return np.zeros(0, dtype=bool), None
+        prev = values[:1] if self.last_value is None else np.array([self.last_value])
+        moved = np.flatnonzero(np.concatenate((prev, values))[1:] != np.concatenate((prev, values))[:-1])
+        if self.last_change_ns is None:
+            self.last_change_ns = int(t_ns[0])
+        # each sample's time since the latest change at or before it
+        change_idx = np.full(len(values), -1)
+        change_idx[moved] = moved
+        np.maximum.accumulate(change_idx, out=change_idx)
+        since = np.where(change_idx >= 0, t_ns[np.maximum(change_idx, 0)], self.last_change_ns)
+        mask = (t_ns - since) > self.after_ns
+        if len(moved):
+            self.last_change_ns = int(t_ns[moved[-1]])
+        self.last_value = values[-1]
+        now = bool(mask[-1])
+        transition = now if now != self.stale else None
+        self.stale = now
+        return mask, transition
+
+
 class DeviceAcquisition:
     """Polls one device forever and publishes :class:`Block` s on the bus."""
 
     def __init__(self, rig: str, poller: ModbusPoller, bus: SampleBus, poll_hz: float,
-                 block_s: float = 0.1):
+                 block_s: float = 0.1, heartbeat: str | None = None, stale_after_s: float = 2.0):
         self.rig = rig
         self.poller = poller
         self.bus = bus
@@ -61,6 +97,8 @@ class DeviceAcquisition:
         self._q = np.zeros(self.rows, dtype=np.uint8)
         self._failed = np.zeros((self.rows, len(poller.requests)), dtype=bool)
         self._n = 0
+        self.heartbeat = heartbeat
+        self.watch = StaleWatch(stale_after_s)
         self._down_since_ns = 0
         self._last_error_kind = ""
 
@@ -83,6 +121,23 @@ class DeviceAcquisition:
                     for name in names:
                         valid[name] = ~failed[:, j]
         block = Block(self.poller.name, self._t[:n].copy(), channels, self._q[:n].copy(), valid)
+        if self.heartbeat is not None:
+            beat = channels[self.heartbeat]
+            ok = valid.get(self.heartbeat) if valid else None
+            t = block.t_ns if ok is None else block.t_ns[ok]
+            mask, transition = self.watch.update(t, beat if ok is None else beat[ok])
+            if ok is None:
+                block.quality[mask] = QUALITY_STALE
+            else:
+                block.quality[np.flatnonzero(ok)[mask]] = QUALITY_STALE
+            if transition is True:
+                self.status.state = "stale"
+                msg = f"{self.heartbeat} has not changed for {self.watch.after_ns / 1e9:g} s: device hung?"
+                log.warning("%s/%s: %s", self.rig, self.poller.name, msg)
+                self._event("device_stale", msg, "warning", reason="stale")
+            elif transition is False:
+                self.status.state = "ok"
+                self._event("device_recovered", f"{self.heartbeat} is moving again")
         self._n = 0
         self._failed[:n] = False
         self.bus.publish(Tagged(self.rig, block))
@@ -114,7 +169,8 @@ class DeviceAcquisition:
             if st.state == "down" and self._down_since_ns:
                 self._event("data_gap", f"no samples for {gap_s:.2f} s", "warning",
                             gap_s=gap_s, gap_start_ns=self._down_since_ns, gap_end_ns=t_ns)
-        st.state = "ok"
+        if st.state != "stale":
+            st.state = "ok"
         self._last_error_kind = ""
         self._down_since_ns = 0
 

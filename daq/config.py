@@ -91,6 +91,8 @@ class ModbusTcpDevice(Strict):
     max_gap: int = Field(default=0, ge=0, le=100, description="registers a read may span to coalesce")
     block_s: float = Field(default=0.1, gt=0, le=10, description="how often blocks are emitted")
     reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
+    heartbeat: Name | None = Field(default=None, description="a register that changes every scan")
+    stale_after_s: float = Field(default=2.0, gt=0, le=3600)
     registers: list[RegisterConfig] = Field(min_length=1)
 
     @field_validator("poll_hz")
@@ -121,6 +123,12 @@ class ModbusTcpDevice(Strict):
         if errors:
             raise ValueError("; ".join(errors))
         return registers
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> ModbusTcpDevice:
+        if self.heartbeat is not None and self.heartbeat not in {r.name for r in self.registers}:
+            raise ValueError(f"heartbeat {self.heartbeat!r} is not a register of this device")
+        return self
 
     @model_validator(mode="after")
     def _timing(self) -> ModbusTcpDevice:
@@ -168,6 +176,8 @@ class SerialStreamDevice(Strict):
     sample_rate_hz: float = Field(gt=0, le=200_000, description="samples per second the device sends")
     block_s: float = Field(default=0.05, gt=0, le=10)
     silence_timeout_s: float = Field(default=1.0, gt=0, le=60, description="no bytes for this long: fault")
+    stuck_after_s: float = Field(default=1.0, gt=0, le=3600,
+                                 description="every channel frozen this long: values_stuck")
     reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
     channels: list[StreamChannelConfig] = Field(min_length=1, max_length=256)
 

@@ -120,14 +120,15 @@ class Service:
                     transport = PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s)
                     poller = ModbusPoller(dev.name, transport, dev.fields(), dev.unit_id,
                                           dev.max_gap, reconnect_max_s=dev.reconnect_max_s)
-                    acq = DeviceAcquisition(rig.name, poller, self.bus, dev.poll_hz, dev.block_s)
+                    acq = DeviceAcquisition(rig.name, poller, self.bus, dev.poll_hz, dev.block_s,
+                                            dev.heartbeat, dev.stale_after_s)
                 else:
                     port = SerialPort.at(str(device_path(dev.port, self.settings.data_dir)),
                                          dev.baudrate)
                     codec = (FrameCodec if dev.format == "binary" else LineCodec)(dev.stream_channels())
                     acq = StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
                                             self.bus, dev.block_s, dev.silence_timeout_s,
-                                            dev.reconnect_max_s)
+                                            dev.reconnect_max_s, dev.stuck_after_s)
                 self.acquisitions.append(acq)
                 self._tasks.append(asyncio.create_task(acq.run(), name=f"acq {rig.name}/{dev.name}"))
 

@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from daq.acquisition import DeviceStatus
+from daq.acquisition import DeviceStatus, StaleWatch
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
-from drivers.block import Block
+from drivers.block import QUALITY_STALE, Block
 from drivers.modbus import Backoff
 from drivers.serial_port import PortClosedError, SerialPort
 from drivers.stream import FrameCodec, LineCodec
@@ -33,7 +33,7 @@ class StreamAcquisition:
     def __init__(self, rig: str, name: str, port: SerialPort, codec: FrameCodec | LineCodec,
                  rate_hz: float, bus: SampleBus, block_s: float = 0.05,
                  silence_timeout_s: float = 1.0, reconnect_max_s: float = 10.0,
-                 read_interval_s: float = 0.01):
+                 stuck_after_s: float = 1.0, read_interval_s: float = 0.01):
         self.rig, self.name = rig, name
         self.port = port
         self.codec = codec
@@ -50,6 +50,7 @@ class StreamAcquisition:
         self._last_counter: int | None = None
         self._last_ok_ns = 0
         self._block_started = 0.0
+        self.watch = StaleWatch(stuck_after_s)
 
     def _event(self, kind: str, message: str, level: str = "info", **fields) -> None:
         self.bus.publish(Event(kind, message, rig=self.rig, device=self.name, level=level,
@@ -71,9 +72,21 @@ class StreamAcquisition:
         counters = np.concatenate([p[0] for p in self._parts])
         t_ns = np.concatenate([p[1] for p in self._parts])
         channels = {k: np.concatenate([p[2][k] for p in self._parts]) for k in self._parts[0][2]}
-        channels = {"sample": counters, **channels}
+        block = Block(self.name, t_ns, {"sample": counters, **channels})
         self._parts.clear()
-        self.bus.publish(Tagged(self.rig, Block(self.name, t_ns, channels)))
+        # all channels frozen while the counter runs on: a stuck front end
+        signature = np.sum([v for v in channels.values()], axis=0)
+        mask, transition = self.watch.update(t_ns, signature)
+        block.quality[mask] = QUALITY_STALE
+        if transition is True:
+            self.status.state = "stale"
+            msg = f"every channel frozen for {self.watch.after_ns / 1e9:g} s while samples keep coming"
+            log.warning("%s/%s: %s", self.rig, self.name, msg)
+            self._event("values_stuck", msg, "warning", reason="stuck")
+        elif transition is False:
+            self.status.state = "ok"
+            self._event("device_recovered", "channels are moving again")
+        self.bus.publish(Tagged(self.rig, block))
 
     def process(self, data: bytes, arrival_ns: int) -> int:
         """Decode ``data`` (arrived by ``arrival_ns``); returns the samples it held."""
@@ -129,6 +142,8 @@ class StreamAcquisition:
 
     def _recovered(self) -> None:
         st = self.status
+        if st.state == "stale":
+            return
         if st.state == "down":
             gap_s = (time.time_ns() - self._last_ok_ns) / 1e9 if self._last_ok_ns else 0.0
             log.info("%s/%s: stream back after %.2f s", self.rig, self.name, gap_s)

@@ -10,6 +10,7 @@ import numpy as np
 QUALITY_GOOD = 0
 QUALITY_PARTIAL = 1  # some of the device's requests failed; their channels are NaN
 QUALITY_BAD = 2
+QUALITY_STALE = 3  # the device answers but its values stopped changing (hung PLC, stuck sensor)
 
 
 @dataclass(slots=True)

@@ -60,6 +60,7 @@ class _StreamOut:
         self.codec = FrameCodec(face.channels) if face.format == "binary" else LineCodec(face.channels)
         self.every = steps_per_sample
         self.sent = 0  # samples handed to the pty
+        self._frozen: dict | None = None
 
     def emit(self, first_step: int, sample: dict[str, np.ndarray], faults: FaultBoard,
              rng: np.random.Generator) -> None:
@@ -73,7 +74,11 @@ class _StreamOut:
         seq = steps[pick] // self.every
         values = {c.name: sample[c.name][pick] for c in self.face.channels}
         if faults.active(self.face.name, "stuck"):
-            values = {k: np.full(len(v), v[0]) for k, v in values.items()}
+            if self._frozen is None:
+                self._frozen = {k: v[0] for k, v in values.items()}
+            values = {k: np.full(len(v), self._frozen[k]) for k, v in values.items()}
+        else:
+            self._frozen = None
         data = self.codec.encode(seq, values)
         if faults.active(self.face.name, "corrupt"):
             buf = bytearray(data)
