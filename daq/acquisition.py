@@ -120,8 +120,8 @@ class DeviceAcquisition:
                 if failed[:, j].any():
                     for name in names:
                         valid[name] = ~failed[:, j]
-        block = Block(self.poller.name, self._t[:n].copy(), channels, self._q[:n].copy(), valid)
-        if self.heartbeat is not None:
+        block = Block(self.poller.measurement, self._t[:n].copy(), channels, self._q[:n].copy(), valid)
+        if self.heartbeat is not None and self.heartbeat in channels:
             beat = channels[self.heartbeat]
             ok = valid.get(self.heartbeat) if valid else None
             t = block.t_ns if ok is None else block.t_ns[ok]

@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.registers import BYTE_ORDERS, TYPES, RegisterField
+from drivers.modbus import silent_interval_s
+from drivers.registers import BYTE_ORDERS, TYPES, RegisterField, plan_reads
 from drivers.stream import StreamChannel
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class RegisterConfig(Strict):
     bit: int | None = Field(default=None, ge=0, le=15)
     length: int | None = Field(default=None, ge=1, le=60, description="string: registers")
     writable: bool = False
+    group: Name | None = Field(default=None, description="poll group (see the device's groups)")
     description: str = ""
 
     @model_validator(mode="after")
@@ -78,15 +80,23 @@ class RegisterConfig(Strict):
         )
 
 
-class ModbusTcpDevice(Strict):
-    """A Modbus TCP device polled at ``poll_hz``."""
+def _check_rate(v: float) -> float:
+    if not 0 < v <= MAX_POLL_HZ:
+        raise ValueError(f"must be > 0 and ≤ {MAX_POLL_HZ:g} Hz (got {v:g})")
+    return v
+
+
+class ModbusDevice(Strict):
+    """What Modbus TCP and RTU devices share: the register map and its polling.
+
+    Registers poll at ``poll_hz`` unless they name a ``group`` from ``groups``
+    (group name → polls per second), e.g. a fast group at 100 Hz and a slow one at 1 Hz.
+    """
 
     name: Name
-    transport: Literal["modbus_tcp"]
-    host: str = "127.0.0.1"
-    port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     poll_hz: float = Field(default=10.0, description="polls per second")
+    groups: dict[Name, float] = Field(default_factory=dict, description="poll group → Hz")
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     max_gap: int = Field(default=0, ge=0, le=100, description="registers a read may span to coalesce")
     block_s: float = Field(default=0.1, gt=0, le=10, description="how often blocks are emitted")
@@ -95,12 +105,17 @@ class ModbusTcpDevice(Strict):
     stale_after_s: float = Field(default=2.0, gt=0, le=3600)
     registers: list[RegisterConfig] = Field(min_length=1)
 
-    @field_validator("poll_hz")
+    _rate = field_validator("poll_hz")(_check_rate)
+
+    @field_validator("groups")
     @classmethod
-    def _rate(cls, v: float) -> float:
-        if not 0 < v <= MAX_POLL_HZ:
-            raise ValueError(f"must be > 0 and ≤ {MAX_POLL_HZ:g} Hz (got {v:g})")
-        return v
+    def _group_rates(cls, groups: dict[str, float]) -> dict[str, float]:
+        for name, hz in groups.items():
+            try:
+                _check_rate(hz)
+            except ValueError as e:
+                raise ValueError(f"group {name!r}: {e}") from None
+        return groups
 
     @field_validator("registers")
     @classmethod
@@ -125,25 +140,81 @@ class ModbusTcpDevice(Strict):
         return registers
 
     @model_validator(mode="after")
-    def _heartbeat(self) -> ModbusTcpDevice:
-        if self.heartbeat is not None and self.heartbeat not in {r.name for r in self.registers}:
+    def _references(self) -> ModbusDevice:
+        names = {r.name for r in self.registers}
+        if self.heartbeat is not None and self.heartbeat not in names:
             raise ValueError(f"heartbeat {self.heartbeat!r} is not a register of this device")
+        for i, r in enumerate(self.registers):
+            if r.group is not None and r.group not in self.groups:
+                known = ", ".join(self.groups) or "none defined"
+                raise ValueError(f"registers[{i}] ({r.name}): group {r.group!r} is not in groups "
+                                 f"({known})")
         return self
 
     @model_validator(mode="after")
-    def _timing(self) -> ModbusTcpDevice:
-        if self.timeout_s * self.poll_hz > 50:
+    def _timing(self) -> ModbusDevice:
+        fastest = max([self.poll_hz, *self.groups.values()])
+        if self.timeout_s * fastest > 50:
             raise ValueError(f"timeout_s {self.timeout_s:g} spans more than 50 poll periods "
-                             f"at {self.poll_hz:g} Hz")
+                             f"at {fastest:g} Hz")
         return self
 
     def fields(self) -> list[RegisterField]:
         """Driver-side field definitions, in config order."""
         return [r.to_field() for r in self.registers]
 
+    def poll_groups(self) -> list[tuple[str | None, float, list[RegisterField]]]:
+        """(group or None, Hz, fields) for every group that has registers."""
+        out: list[tuple[str | None, float, list[RegisterField]]] = []
+        default = [r.to_field() for r in self.registers if r.group is None]
+        if default:
+            out.append((None, self.poll_hz, default))
+        for g, hz in self.groups.items():
+            fields = [r.to_field() for r in self.registers if r.group == g]
+            if fields:
+                out.append((g, hz, fields))
+        return out
+
     def channel_units(self) -> dict[str, str]:
         """Channel name → unit."""
         return {r.name: r.unit for r in self.registers}
+
+
+class ModbusTcpDevice(ModbusDevice):
+    """A Modbus TCP device (a PLC, a gateway)."""
+
+    transport: Literal["modbus_tcp"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+class ModbusRtuDevice(ModbusDevice):
+    """A Modbus RTU unit on a serial line; units with the same ``port`` share the line.
+
+    ``port`` is a device path; a relative path is taken under the service's data_dir.
+    """
+
+    transport: Literal["modbus_rtu"]
+    port: str
+    baudrate: int = Field(default=19200, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    unit_id: int = Field(default=1, ge=1, le=247)
+
+    def line_settings(self) -> tuple[int, str, int]:
+        """What every unit on one line must agree on."""
+        return (self.baudrate, self.parity, self.stopbits)
+
+    def line_load(self) -> float:
+        """Fraction of the line's time this unit's polling takes."""
+        bits = 11  # start + 8 data + parity or second stop + stop (10 for 8N1; assume the worse)
+        load = 0.0
+        for _group, hz, fields in self.poll_groups():
+            for r in plan_reads(fields, self.max_gap):
+                reply = 5 + (2 * r.count if r.table in ("holding", "input") else (r.count + 7) // 8)
+                t = (8 + reply) * bits / self.baudrate + 2 * silent_interval_s(self.baudrate)
+                load += hz * (t + 0.002)  # + 2 ms for the unit to answer
+        return load
 
 
 class StreamChannelConfig(Strict):
@@ -255,8 +326,8 @@ class Rig(Strict):
     simulate: bool = False
     description: str = ""
     parameters: ScrewPressParameters
-    devices: list[Annotated[ModbusTcpDevice | SerialStreamDevice, Field(discriminator="transport")]] = (
-        Field(min_length=1))
+    devices: list[Annotated[ModbusTcpDevice | ModbusRtuDevice | SerialStreamDevice,
+                            Field(discriminator="transport")]] = Field(min_length=1)
     simulation: SimulationSettings = SimulationSettings()
 
     @model_validator(mode="after")
@@ -265,6 +336,21 @@ class Rig(Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"device names must be unique; repeated: {', '.join(dup)}")
+        lines: dict[str, list[ModbusRtuDevice]] = {}
+        for d in self.devices:
+            if isinstance(d, ModbusRtuDevice):
+                lines.setdefault(d.port, []).append(d)
+        for port, units in lines.items():
+            if len({u.line_settings() for u in units}) > 1:
+                raise ValueError(f"units on serial line {port} disagree on baudrate/parity/stopbits")
+            ids = [u.unit_id for u in units]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"two units on serial line {port} share a unit_id")
+            load = sum(u.line_load() for u in units)
+            if load > 0.8:
+                raise ValueError(
+                    f"serial line {port} at {units[0].baudrate} baud is overbooked: its units' "
+                    f"poll rates need {load:.0%} of the line's time (at most 80%); lower poll_hz")
         for f in self.simulation.faults:
             if f.device not in names:
                 raise ValueError(f"simulation.faults: no device {f.device!r}; devices: {', '.join(names)}")
@@ -361,7 +447,7 @@ def _key_path(loc: tuple, data: object = None) -> str:
             node = node[part] if isinstance(node, list) and part < len(node) else None
             if isinstance(node, dict) and isinstance(node.get("name"), str):
                 out += f" ({node['name']})"
-        elif str(part).startswith("function-") or part in ("modbus_tcp", "serial_stream"):
+        elif str(part).startswith("function-") or part in ("modbus_tcp", "modbus_rtu", "serial_stream"):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -436,6 +522,8 @@ def load_settings(path: str | Path) -> Settings:
     endpoints: dict[tuple[str, int], str] = {}
     for r in rigs:
         for d in r.devices:
+            if isinstance(d, ModbusRtuDevice):
+                continue  # units share their line by design
             key = (d.host, d.port) if isinstance(d, ModbusTcpDevice) else ("serial", d.port)
             if key in endpoints:
                 problems.append(

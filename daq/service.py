@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from daq import __version__
 from daq.acquisition import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
-from daq.config import ModbusTcpDevice, Settings
+from daq.config import ModbusTcpDevice, SerialStreamDevice, Settings
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.live import LatestValues
@@ -20,7 +20,7 @@ from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
 from daq.storage.writer import StorageWriter
 from daq.stream_acquisition import StreamAcquisition
-from drivers.modbus import ModbusPoller, PymodbusTransport
+from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
 from drivers.serial_port import SerialPort
 from drivers.sim.press_sim import ScrewPressSimulator
 from drivers.stream import FrameCodec, LineCodec
@@ -113,24 +113,40 @@ class Service:
                 log.info("simulated %s/%s: %s", rig.name, device, where)
             self.simulators[rig.name] = sim
 
+    def _modbus_link(self, dev, lines: dict) -> SharedLink:
+        if isinstance(dev, ModbusTcpDevice):
+            return SharedLink(PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s))
+        path = str(device_path(dev.port, self.settings.data_dir))
+        if path not in lines:
+            inner = PymodbusTransport.rtu(path, dev.baudrate, dev.parity, dev.stopbits, dev.timeout_s)
+            lines[path] = SharedLink(inner, silent_interval_s(dev.baudrate), serial=True)
+        return lines[path]
+
     def _start_acquisition(self) -> None:
+        lines: dict[str, SharedLink] = {}  # RTU units on one port share its line
         for rig in self.settings.rigs:
             for dev in rig.devices:
-                if isinstance(dev, ModbusTcpDevice):
-                    transport = PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s)
-                    poller = ModbusPoller(dev.name, transport, dev.fields(), dev.unit_id,
-                                          dev.max_gap, reconnect_max_s=dev.reconnect_max_s)
-                    acq = DeviceAcquisition(rig.name, poller, self.bus, dev.poll_hz, dev.block_s,
-                                            dev.heartbeat, dev.stale_after_s)
-                else:
+                if isinstance(dev, SerialStreamDevice):
                     port = SerialPort.at(str(device_path(dev.port, self.settings.data_dir)),
                                          dev.baudrate)
                     codec = (FrameCodec if dev.format == "binary" else LineCodec)(dev.stream_channels())
-                    acq = StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
-                                            self.bus, dev.block_s, dev.silence_timeout_s,
-                                            dev.reconnect_max_s, dev.stuck_after_s)
-                self.acquisitions.append(acq)
-                self._tasks.append(asyncio.create_task(acq.run(), name=f"acq {rig.name}/{dev.name}"))
+                    acqs = [StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
+                                              self.bus, dev.block_s, dev.silence_timeout_s,
+                                              dev.reconnect_max_s, dev.stuck_after_s)]
+                else:
+                    link = self._modbus_link(dev, lines)  # one connection for all poll groups
+                    acqs = []
+                    for group, hz, fields in dev.poll_groups():
+                        label = dev.name if group is None else f"{dev.name}/{group}"
+                        poller = ModbusPoller(label, link, fields, dev.unit_id, dev.max_gap,
+                                              reconnect_max_s=dev.reconnect_max_s,
+                                              measurement=dev.name)
+                        acqs.append(DeviceAcquisition(rig.name, poller, self.bus, hz, dev.block_s,
+                                                      dev.heartbeat, dev.stale_after_s))
+                for acq in acqs:
+                    self.acquisitions.append(acq)
+                    self._tasks.append(asyncio.create_task(
+                        acq.run(), name=f"acq {rig.name}/{acq.status.device}"))
 
     async def _follow_live(self) -> None:
         sub = self.bus.subscribe("live", maxsize=1000)

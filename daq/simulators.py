@@ -6,10 +6,10 @@ import logging
 import math
 from pathlib import Path
 
-from daq.config import ModbusTcpDevice, Rig, ScrewPressParameters
+from daq.config import ModbusRtuDevice, ModbusTcpDevice, Rig, ScrewPressParameters
 from drivers.sim.faults import Scheduled
 from drivers.sim.press import PressParameters
-from drivers.sim.press_sim import PlcFace, ScrewPressSimulator, StreamFace
+from drivers.sim.press_sim import PlcFace, RtuFace, ScrewPressSimulator, StreamFace
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,17 @@ def device_path(port: str, data_dir: Path) -> Path:
 
 def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> ScrewPressSimulator:
     """The rig's simulator: one model, a face per device, where the rig file says."""
-    plcs, streams = [], []
+    plcs, streams, rtus = [], [], []
     for dev in rig.devices:
         if isinstance(dev, ModbusTcpDevice):
             plcs.append(PlcFace(dev.name, dev.fields(), dev.host, dev.port, dev.unit_id))
+        elif isinstance(dev, ModbusRtuDevice):
+            rtus.append(RtuFace(dev.name, dev.fields(), device_path(dev.port, data_dir), dev.unit_id,
+                                dev.baudrate, dev.parity, dev.stopbits))
         else:
             streams.append(StreamFace(dev.name, device_path(dev.port, data_dir),
                                       dev.stream_channels(), dev.sample_rate_hz, dev.format))
-    sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams,
+    sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams, rtus,
                               seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
                               record=record)
     sim.faults.schedule = [Scheduled(f.device, f.kind, f.at_s, f.duration_s)

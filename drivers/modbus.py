@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers.block import QUALITY_BAD, QUALITY_GOOD, QUALITY_PARTIAL
@@ -74,6 +74,15 @@ class PymodbusTransport:
         )
         return cls(client, timeout_s)
 
+    @classmethod
+    def rtu(cls, port: str, baudrate: int = 19200, parity: str = "N", stopbits: int = 1,
+            timeout_s: float = 1.0) -> PymodbusTransport:
+        """A Modbus RTU transport on a serial port (not yet opened)."""
+        client = AsyncModbusSerialClient(
+            port, baudrate=baudrate, parity=parity, stopbits=stopbits, bytesize=8,
+            timeout=timeout_s, retries=0, reconnect_delay=0, reconnect_delay_max=0)
+        return cls(client, timeout_s)
+
     @property
     def connected(self) -> bool:  # noqa: D102
         return bool(self.client.connected)
@@ -107,6 +116,52 @@ class PymodbusTransport:
         if len(rr.registers) != count:
             raise ModbusReadError("protocol", f"asked {count} registers, got {len(rr.registers)}")
         return rr.registers
+
+
+def silent_interval_s(baudrate: int, bits_per_char: int = 11) -> float:
+    """Modbus RTU inter-frame silence: 3.5 character times, 1.75 ms above 19 200 baud."""
+    return 1.75e-3 if baudrate > 19200 else 3.5 * bits_per_char / baudrate
+
+
+class SharedLink:
+    """One link (a serial line, or one TCP connection) shared by several pollers.
+
+    The bus scheduler: requests from all pollers on the link go out one at a time in
+    arrival order (asyncio's lock is FIFO), each after the line has been silent for
+    ``silence_s`` (the RTU inter-frame gap). A timeout for one unit does not close a
+    shared serial line: the other units on it are fine.
+    """
+
+    def __init__(self, inner: PymodbusTransport, silence_s: float = 0.0, serial: bool = False):
+        self.inner = inner
+        self.silence_s = silence_s
+        self.closes_on_timeout = not serial
+        self._lock = asyncio.Lock()
+        self._last_end = 0.0
+        self.requests = 0
+
+    @property
+    def connected(self) -> bool:  # noqa: D102
+        return self.inner.connected
+
+    async def connect(self) -> bool:  # noqa: D102
+        async with self._lock:
+            return self.inner.connected or await self.inner.connect()
+
+    def close(self) -> None:  # noqa: D102
+        self.inner.close()
+
+    async def read(self, table: str, address: int, count: int, unit: int) -> list[int]:  # noqa: D102
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            wait = self._last_end + self.silence_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await self.inner.read(table, address, count, unit)
+            finally:
+                self._last_end = loop.time()
+                self.requests += 1
 
 
 class Backoff:
@@ -148,8 +203,9 @@ class ModbusPoller:
 
     def __init__(self, name: str, transport: ModbusTransport, fields: list[RegisterField],
                  unit_id: int = 1, max_gap: int = 0, reconnect_min_s: float = 0.1,
-                 reconnect_max_s: float = 10.0):
+                 reconnect_max_s: float = 10.0, measurement: str | None = None):
         self.name = name
+        self.measurement = measurement or name
         self.transport = transport
         self.unit_id = unit_id
         self.fields = list(fields)
@@ -187,8 +243,10 @@ class ModbusPoller:
                 failed.append(i)
                 errors.append(e)
                 if e.kind in ("disconnected", "timeout", "protocol"):
-                    # a late reply would desynchronise the stream: start afresh
-                    self.transport.close()
+                    # a late reply would desynchronise a TCP stream: start afresh (a shared
+                    # serial line stays open for the other units on it)
+                    if e.kind == "disconnected" or getattr(self.transport, "closes_on_timeout", True):
+                        self.transport.close()
                     self.backoff.failed(time.monotonic())
                     failed.extend(range(i + 1, len(self.requests)))
                     break

@@ -10,12 +10,14 @@ sees half an update).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 
 import numpy as np
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.registers import RegisterField, encode_value
@@ -93,8 +95,70 @@ class RegisterImage:
         return SimDevice(unit_id, simdata=tuple(blocks), use_bit_addressing=True, action=action)
 
 
-class ModbusSimServer:
-    """A Modbus TCP server in the current event loop serving a :class:`RegisterImage`.
+class _UnitServer:
+    """What TCP and RTU simulators share: units, faults, the read/write action."""
+
+    def __init__(self, units: dict[int, tuple[str, RegisterImage]], faults: FaultBoard | None):
+        self.units = units
+        self.faults = faults or FaultBoard()
+        self.served: Counter[tuple[str, int]] = Counter()
+        self.served_units: Counter[tuple[int, str, int]] = Counter()
+        self.written: list[tuple[int, str, int, list[int]]] = []
+        self._server = None
+
+    def _devices(self) -> list[SimDevice]:
+        return [image.sim_device(unit, functools.partial(self._action, unit))
+                for unit, (_, image) in self.units.items()]
+
+    async def _action(self, unit, fc, start_address, address, count, registers, set_values):
+        name, image = self.units[unit]
+        table = _FC_TABLE.get(fc)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
+        if self.faults.active(name, "exception"):
+            return ExcCodes.DEVICE_BUSY
+        if late := self.faults.active(name, "timeout"):
+            await asyncio.sleep(late.params.get("delay_s", 2.0))
+        if set_values is not None:
+            self.written.append((unit, table, address, list(set_values)))
+            return None
+        current = image.registers(table)
+        registers[: len(current) - start_address] = current[start_address:]
+        self.served[(table, address)] += 1
+        self.served_units[(unit, table, address)] += 1
+        return None
+
+    def _unit_of_reply(self, data: bytes) -> int | None:
+        raise NotImplementedError
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            return data
+        unit = self._unit_of_reply(data)
+        name = self.units[unit][0] if unit in self.units else ""
+        if self.faults.active(name, "corrupt") and len(data) > 4:
+            buf = bytearray(data)
+            buf[len(buf) // 2] ^= 0x7F  # breaks the length field (TCP) or the CRC (RTU)
+            buf[-1] ^= 0xFF
+            return bytes(buf)
+        if self.faults.active(name, "truncated") and len(data) > 5:
+            return data[: len(data) - max(2, len(data) // 3)]
+        return data
+
+    @property
+    def running(self) -> bool:
+        """True while serving."""
+        return self._server is not None
+
+    async def stop(self) -> None:
+        """Close the listener / port and every connection."""
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+
+class ModbusSimServer(_UnitServer):
+    """A Modbus TCP server in the current event loop serving register images.
 
     ``served`` counts the reads answered per ``(table, start address)``; simulators and
     tests use it to know how many polls a client made.
@@ -102,52 +166,17 @@ class ModbusSimServer:
 
     def __init__(self, image: RegisterImage, host: str, port: int, unit_id: int = 1,
                  faults: FaultBoard | None = None, name: str = "plc"):
+        super().__init__({unit_id: (name, image)}, faults)
         self.image = image
         self.host, self.port, self.unit_id = host, port, unit_id
-        self.faults = faults or FaultBoard()
         self.name = name
-        self.served: Counter[tuple[str, int]] = Counter()
-        self.written: list[tuple[str, int, list[int]]] = []
-        self._server: ModbusTcpServer | None = None
 
-    async def _action(self, fc, start_address, address, count, registers, set_values):
-        table = _FC_TABLE.get(fc)
-        if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        if self.faults.active(self.name, "exception"):
-            return ExcCodes.DEVICE_BUSY
-        if late := self.faults.active(self.name, "timeout"):
-            await asyncio.sleep(late.params.get("delay_s", 2.0))
-        if set_values is not None:
-            self.written.append((table, address, list(set_values)))
-            return None
-        current = self.image.registers(table)
-        offset = start_address
-        registers[: len(current) - offset] = current[offset:]
-        self.served[(table, address)] += 1
-        return None
-
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            return data
-        if self.faults.active(self.name, "corrupt") and len(data) > 8:
-            buf = bytearray(data)
-            buf[4] ^= 0x7F  # MBAP length field: the client can no longer frame the reply
-            buf[-1] ^= 0xFF
-            return bytes(buf)
-        if self.faults.active(self.name, "truncated") and len(data) > 9:
-            return data[: len(data) - max(2, len(data) // 3)]
-        return data
-
-    @property
-    def running(self) -> bool:
-        """True while listening."""
-        return self._server is not None
+    def _unit_of_reply(self, data: bytes) -> int | None:
+        return data[6] if len(data) > 6 else None
 
     async def start(self) -> None:
         """Bind and serve in the background; returns once listening."""
-        device = self.image.sim_device(self.unit_id, self._action)
-        self._server = ModbusTcpServer(device, address=(self.host, self.port),
+        self._server = ModbusTcpServer(self._devices(), address=(self.host, self.port),
                                        trace_packet=self._trace_packet)
         try:
             await self._server.serve_forever(background=True)
@@ -158,8 +187,27 @@ class ModbusSimServer:
             self.port = self._server.transport.sockets[0].getsockname()[1]
         log.info("Modbus TCP simulator listening on %s:%d", self.host, self.port)
 
-    async def stop(self) -> None:
-        """Close the listener and every connection."""
-        if self._server is not None:
-            await self._server.shutdown()
+
+class ModbusRtuSimServer(_UnitServer):
+    """Several Modbus RTU units answering on one serial line (one end of a pty pair)."""
+
+    def __init__(self, units: dict[int, tuple[str, RegisterImage]], port: str, baudrate: int,
+                 parity: str = "N", stopbits: int = 1, faults: FaultBoard | None = None):
+        super().__init__(units, faults)
+        self.port, self.baudrate, self.parity, self.stopbits = port, baudrate, parity, stopbits
+
+    def _unit_of_reply(self, data: bytes) -> int | None:
+        return data[0] if data else None
+
+    async def start(self) -> None:
+        """Open the port and answer requests in the background."""
+        self._server = ModbusSerialServer(self._devices(), framer=FramerType.RTU, port=self.port,
+                                          baudrate=self.baudrate, parity=self.parity,
+                                          stopbits=self.stopbits, bytesize=8,
+                                          trace_packet=self._trace_packet)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError:
             self._server = None
+            raise OSError(f"cannot open {self.port} for the RTU simulator") from None
+        log.info("Modbus RTU simulator on %s, units %s", self.port, sorted(self.units))

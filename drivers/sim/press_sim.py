@@ -23,9 +23,10 @@ import numpy as np
 
 from drivers.registers import RegisterField
 from drivers.sim.faults import FaultBoard
-from drivers.sim.modbus_server import ModbusSimServer, RegisterImage
+from drivers.sim.modbus_server import ModbusRtuSimServer, ModbusSimServer, RegisterImage
 from drivers.sim.press import PressParameters, ScrewPressModel
 from drivers.sim.pty_link import PtyLink
+from drivers.sim.pty_pair import PtyPair
 from drivers.stream import FrameCodec, LineCodec, StreamChannel
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,19 @@ class PlcFace:
     host: str
     port: int
     unit_id: int = 1
+
+
+@dataclass
+class RtuFace:
+    """A Modbus RTU unit on a serial line (a pty pair whose host end is at ``link``)."""
+
+    name: str
+    fields: list[RegisterField]
+    link: Path
+    unit_id: int
+    baudrate: int = 19200
+    parity: str = "N"
+    stopbits: int = 1
 
 
 @dataclass
@@ -99,7 +113,8 @@ class ScrewPressSimulator:
     """
 
     def __init__(self, params: PressParameters, plcs: list[PlcFace] = (),
-                 streams: list[StreamFace] = (), seed: int = 1, scan_s: float = 0.005,
+                 streams: list[StreamFace] = (), rtus: list[RtuFace] = (), seed: int = 1,
+                 scan_s: float = 0.005,
                  clock_ppm: float = 0.0, record: bool = False, recipe: str = "DIE-A113"):
         self.model = ScrewPressModel(params, seed=seed)
         self.rng = np.random.default_rng(seed + 1000)
@@ -114,6 +129,18 @@ class ScrewPressSimulator:
             self.images[face.name] = image
             self.servers[face.name] = ModbusSimServer(image, face.host, face.port, face.unit_id,
                                                       faults=self.faults, name=face.name)
+        # RTU units grouped by line: one pty pair and one server per line
+        self.lines: dict[Path, tuple[PtyPair, ModbusRtuSimServer]] = {}
+        by_line: dict[Path, list[RtuFace]] = {}
+        for face in rtus:
+            by_line.setdefault(face.link, []).append(face)
+            self.images[face.name] = RegisterImage(face.fields)
+        for link, faces in by_line.items():
+            pair = PtyPair(link.with_name(link.name + ".device"), link)
+            units = {f.unit_id: (f.name, self.images[f.name]) for f in faces}
+            server = ModbusRtuSimServer(units, str(pair.device.link), faces[0].baudrate,
+                                        faces[0].parity, faces[0].stopbits, faults=self.faults)
+            self.lines[link] = (pair, server)
         rate = 1.0 / self.model.dt
         self.streams: dict[str, _StreamOut] = {}
         for face in streams:
@@ -134,6 +161,9 @@ class ScrewPressSimulator:
         out = {name: f"Modbus TCP {s.host}:{s.port} unit {s.unit_id}" for name, s in self.servers.items()}
         out.update({name: f"serial stream {s.link.link} ({s.face.format}, {s.face.rate_hz:g} Hz)"
                     for name, s in self.streams.items()})
+        for link, (_, server) in self.lines.items():
+            for unit, (name, _) in server.units.items():
+                out[name] = f"Modbus RTU {link} unit {unit} ({server.baudrate} baud)"
         return out
 
     @property
@@ -163,12 +193,25 @@ class ScrewPressSimulator:
         values["plc_tick"] = m.step_count // self._steps_per_ms
         values["motor_energy"] = m.energy_J / 1e3
         values["recipe"] = self.recipe
+        values.update(self._auxiliaries(values))
         for name, image in self.images.items():
             if not self.faults.active(name, "stuck"):
                 image.set(values)
         self.last = values
         if self.history is not None:
             self.history[values["plc_tick"]] = values
+
+    def _auxiliaries(self, v: dict) -> dict:
+        """Die heater controller and lube unit, derived from the model's state."""
+        die = v["die_temperature"]
+        return {
+            "upper_die_temperature": die + 3.0,
+            "lower_die_temperature": die - 4.0,
+            "die_heater_power": min(100.0, max(0.0, (260.0 - die) * 8.0)),
+            "oil_temperature": 42.0 + 8.0 * (1 - np.exp(-self.model.blow_count / 40.0)),
+            "oil_pressure": 180.0 if v["state_running"] else 35.0,
+            "lube_pump_running": True,
+        }
 
     def _advance(self, n: int) -> None:
         first = self.model.step_count
@@ -188,6 +231,10 @@ class ScrewPressSimulator:
             await asyncio.sleep(self.scan_s)
 
     async def _apply_connection_faults(self) -> None:
+        for pair, server in self.lines.values():
+            # pulling the RS-485 cable silences every unit on it
+            pair.connected = not any(self.faults.active(name, "disconnect")
+                                     for name, _ in server.units.values())
         for name, server in self.servers.items():
             down = self.faults.active(name, "disconnect")
             if down and server.running:
@@ -223,9 +270,15 @@ class ScrewPressSimulator:
                 started.append(server)
             for out in self.streams.values():
                 out.link.open()
+            for pair, server in self.lines.values():
+                pair.open()
+                await server.start()
+                started.append(server)
         except OSError:
             for server in started:
                 await server.stop()
+            for pair, _ in self.lines.values():
+                pair.close()
             raise
         self.resume()
 
@@ -240,3 +293,6 @@ class ScrewPressSimulator:
             await server.stop()
         for out in self.streams.values():
             out.link.close()
+        for pair, server in self.lines.values():
+            await server.stop()
+            pair.close()

@@ -16,7 +16,7 @@ def press_settings(tmp_path: Path, influx_url: str, database: str, poll_hz: floa
     (tmp_path / "rigs").mkdir(exist_ok=True)
     rig = (ROOT / "configs" / "rigs" / "screw-press.toml").read_text()
     rig = rig.replace("port = 15020", f"port = {free_port()}")
-    rig = re.sub(r"^poll_hz = .*$", f"poll_hz = {poll_hz}", rig, flags=re.M)
+    rig = re.sub(r"^poll_hz = .*$", f"poll_hz = {poll_hz}", rig, count=1, flags=re.M)  # the PLC
     (tmp_path / "rigs" / "screw-press.toml").write_text(rig)
     (tmp_path / "demo.toml").write_text(f"""
 [service]

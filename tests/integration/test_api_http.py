@@ -25,7 +25,8 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             health = (await http.get("/api/health")).json()
             assert health["status"] == "ok" and health["version"]
             devs = {d["device"]: d for d in health["devices"]}
-            assert set(devs) == {"press01_plc", "press01_amp"}
+            assert set(devs) == {"press01_plc", "press01_plc/slow", "press01_amp", "press01_dies",
+                                 "press01_lube"}
             assert all(d["state"] == "ok" for d in devs.values())
             assert devs["press01_plc"]["samples"] > 10 and devs["press01_amp"]["samples"] > 5000
             assert health["storage"]["healthy"] is True and health["storage"]["dropped_lines"] == 0
