@@ -100,7 +100,7 @@ RTU_FAULTS = {
 @pytest.mark.parametrize("kind", sorted(RTU_FAULTS))
 async def test_rtu_unit_faults_leave_the_other_unit_on_the_line_alone(
         tmp_path, influxd, influx, database, kind):
-    before, during, after, states, missing, events = await _run_with_fault(
+    before, during, after, states, _, events = await _run_with_fault(
         tmp_path, influxd, influx, database, "press01_dies", kind)
     assert set(states.values()) == {"ok"}, states
     assert after["press01_dies"] > during["press01_dies"] + 2

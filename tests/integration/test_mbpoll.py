@@ -51,3 +51,27 @@ async def test_mbpoll_reads_documented_values(tmp_path):
         assert blows == m.blow_count
     finally:
         await sim.stop()
+
+
+async def test_mbpoll_reads_the_rtu_units_over_the_pty_line(tmp_path):
+    rig = load_rig(ROOT / "configs" / "rigs" / "screw-press.toml")
+    rig.devices[0].port = free_port()
+    sim = build_simulator(rig, tmp_path)
+    await sim.start()
+    try:
+        await asyncio.sleep(0.5)
+        sim.pause()
+        line = str(tmp_path / "pty" / "press01-rs485")
+        proc = await asyncio.create_subprocess_exec(
+            "mbpoll", "-m", "rtu", "-b", "115200", "-P", "none", "-a", "2", "-t", "4", "-r", "1",
+            "-c", "3", "-1", "-q", line, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        upper, lower, heater = (float(v) for v in re.findall(r"^\[\d+\]:\s+(\S+)", out.decode(), re.M))
+        assert upper * 0.1 == pytest.approx(sim.last["die_temperature"] + 3.0, abs=0.051)
+        assert lower * 0.1 == pytest.approx(sim.last["die_temperature"] - 4.0, abs=0.051)
+        assert 0 <= heater <= 1000
+        _, server = next(iter(sim.lines.values()))
+        assert server.served_units[(2, "holding", 0)] == 1
+    finally:
+        await sim.stop()

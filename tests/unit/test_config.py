@@ -120,3 +120,35 @@ def test_check_as_a_command_prints_no_traceback(tmp_path):
                        cwd=ROOT)
     assert r.returncode == 2
     assert "unit_id" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_poll_groups_split_the_register_map(tmp_path):
+    rig = load_rig(RIG)
+    plc = rig.devices[0]
+    groups = {g: (hz, [f.name for f in fields]) for g, hz, fields in plc.poll_groups()}
+    assert groups["slow"] == (1, ["blow_count", "motor_energy", "recipe"])
+    assert groups[None][0] == 50 and "force" in groups[None][1]
+
+
+def test_unknown_poll_group(tmp_path):
+    p = _rig_with(tmp_path, 'group = "slow"', 'group = "glacial"')
+    assert "group 'glacial' is not in groups (slow)" in _problems(p)[0]
+
+
+def test_overbooked_rs485_line(tmp_path):
+    p = _rig_with(tmp_path, "poll_hz = 5\n", "poll_hz = 150\n")
+    [msg] = _problems(p)
+    assert "serial line pty/press01-rs485 at 115200 baud is overbooked" in msg
+
+
+def test_units_on_one_line_must_agree(tmp_path):
+    p = _rig_with(tmp_path, "unit_id = 3\n", "unit_id = 2\n")
+    assert "share a unit_id" in _problems(p)[0]
+    p = _rig_with(tmp_path, "baudrate = 115200\nunit_id = 3", "baudrate = 57600\nunit_id = 3")
+    assert "disagree on baudrate" in _problems(p)[0]
+
+
+def test_stream_bandwidth_must_fit_the_baudrate(tmp_path):
+    p = _rig_with(tmp_path, "baudrate = 4000000", "baudrate = 115200")
+    [msg] = _problems(p)
+    assert "devices[1] (press01_amp)" in msg and "need 3,200,000 baud" in msg
