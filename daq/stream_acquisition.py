@@ -169,6 +169,7 @@ class StreamAcquisition:
                 arrival = time.time_ns()
                 self.status.polls += 1
                 if not data:
+                    self.emit()  # what came before the silence should not wait for more
                     self._fault("silent", f"no data for {self.silence_timeout_s:g} s")
                     continue
                 if self.process(data, arrival):
@@ -177,7 +178,10 @@ class StreamAcquisition:
                 if now - self._block_started >= self.block_s:
                     self.emit()
                     self._block_started = now
-                await asyncio.sleep(self.read_interval_s)  # let bytes gather: fewer, larger reads
+                if len(data) < 2048:
+                    # a trickle: let bytes gather for fewer, larger reads. A full read means the
+                    # tty's 4 KiB line buffer is the limit, so read again at once.
+                    await asyncio.sleep(self.read_interval_s)
         finally:
             self.emit()
             self.port.close()
