@@ -8,6 +8,7 @@ import contextlib
 import faulthandler
 import io
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -142,10 +143,59 @@ async def _sim(settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if sys.stdin is not None and not sys.stdin.closed:
+        with contextlib.suppress(OSError, ValueError):  # no stdin, or a file epoll refuses
+            loop.add_reader(sys.stdin.fileno(), _sim_command, sims, stop)
+            print("commands: fault DEVICE KIND [SECONDS] | clear [DEVICE] | status | quit", flush=True)
     await stop.wait()
     for s in sims:
         await s.stop()
     return 0
+
+
+_stdin_buffer = bytearray()
+
+
+def _sim_command(sims, stop: asyncio.Event) -> None:
+    """Control lines from stdin: inject or clear faults on the running simulators."""
+    fd = sys.stdin.fileno()
+    chunk = os.read(fd, 4096)  # all that is there: buffered readline would strand lines
+    if not chunk:  # stdin closed: keep running, stop listening
+        asyncio.get_running_loop().remove_reader(fd)
+        return
+    _stdin_buffer.extend(chunk)
+    *lines, rest = _stdin_buffer.split(b"\n")
+    _stdin_buffer[:] = rest
+    for line in lines:
+        _sim_line(sims, stop, line.decode(errors="replace"))
+
+
+def _sim_line(sims, stop: asyncio.Event, line: str) -> None:
+    words = line.split()
+    if not words:
+        return
+    devices = {name: sim for sim in sims for name in sim.endpoints()}
+    cmd = words[0]
+    try:
+        if cmd == "fault" and len(words) in (3, 4):
+            sim = devices[words[1]]
+            sim.faults.inject(words[1], words[2], float(words[3]) if len(words) == 4 else None)
+            print(f"ok: {words[2]} on {words[1]}", flush=True)
+        elif cmd == "clear":
+            for sim in sims:
+                sim.faults.clear(words[1] if len(words) > 1 else None)
+            print("ok: cleared", flush=True)
+        elif cmd == "status":
+            for name, sim in devices.items():
+                print(f"{name}: {sim.endpoints()[name]}", flush=True)
+        elif cmd == "quit":
+            stop.set()
+        else:
+            print("usage: fault DEVICE KIND [SECONDS] | clear [DEVICE] | status | quit", flush=True)
+    except KeyError:
+        print(f"error: no simulated device {words[1]!r}; devices: {', '.join(devices)}", flush=True)
+    except ValueError as e:
+        print(f"error: {e}", flush=True)
 
 
 def cmd_sim(args) -> int:

@@ -20,24 +20,13 @@ from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
 from daq.storage.writer import StorageWriter
 from daq.stream_acquisition import StreamAcquisition
+from daq.tasks import cancel_and_wait
 from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
 from drivers.serial_port import SerialPort
 from drivers.sim.press_sim import ScrewPressSimulator
 from drivers.stream import FrameCodec, LineCodec
 
 log = logging.getLogger(__name__)
-
-
-async def cancel_and_wait(tasks: list[asyncio.Task], patience_s: float = 5.0) -> None:
-    """Cancel tasks and wait for them; cancel again any that swallowed the first request."""
-    for t in tasks:
-        t.cancel()
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        _, pending = await asyncio.wait(pending, timeout=patience_s)
-        for t in pending:
-            log.warning("task %s ignored cancellation; cancelling again", t.get_name())
-            t.cancel()
 
 
 class Service:

@@ -89,7 +89,8 @@ class PymodbusTransport:
 
     async def connect(self) -> bool:  # noqa: D102
         try:
-            return bool(await asyncio.wait_for(self.client.connect(), self.timeout_s + 1.0))
+            async with asyncio.timeout(self.timeout_s + 1.0):
+                return bool(await self.client.connect())
         except (TimeoutError, OSError, ModbusException):
             return False
 

@@ -62,7 +62,8 @@ class SerialPort:
         fd = ser.fileno()
         loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
         try:
-            await asyncio.wait_for(ready, timeout_s)
+            async with asyncio.timeout(timeout_s):  # unlike wait_for, never eats a cancel
+                await ready
         except TimeoutError:
             return b""
         finally:

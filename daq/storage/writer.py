@@ -20,6 +20,7 @@ from daq.bus import Subscription, Tagged
 from daq.events import Event
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
 from daq.storage.lineproto import block_lines, event_line
+from daq.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,10 @@ class StorageWriter:
     async def _send(self) -> None:
         delay = 0.0
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can turn a cancel into a timeout
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             while self.pending:
                 if await self._send_once():
@@ -163,9 +166,7 @@ class StorageWriter:
         """Take what is still queued, try to write it all, then stop."""
         while (item := self.sub.get_nowait()) is not None:
             self._take(item)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.wait(self._tasks)
+        await cancel_and_wait(self._tasks)
         deadline = time.monotonic() + drain_timeout_s
         while self.pending and time.monotonic() < deadline:
             if not await self._send_once():

@@ -147,3 +147,33 @@ def test_daq_run_reports_a_busy_port_without_traceback(tmp_path, busy):
         r = subprocess.run([*DAQ, "run", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "in use" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_daq_sim_takes_fault_commands_on_stdin(tmp_path):
+    cfg, _, _, plc_port = _config(tmp_path, managed=False)
+    log = (tmp_path / "sim.log").open("w")
+    proc = subprocess.Popen([*DAQ, "sim", str(cfg)], cwd=tmp_path, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        while "commands:" not in (line := proc.stdout.readline()):
+            assert line, (tmp_path / "sim.log").read_text()
+        client = ModbusTcpClient("127.0.0.1", port=plc_port)
+        assert client.connect()
+        assert not client.read_holding_registers(0, count=2, device_id=1).isError()
+        proc.stdin.write("fault press01_plc exception 30\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ok: exception on press01_plc"
+        rr = client.read_holding_registers(0, count=2, device_id=1)
+        assert rr.isError() and rr.exception_code == 6
+        proc.stdin.write("clear press01_plc\nfault press01_plc nonsense\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "ok: cleared"
+        assert "unknown fault 'nonsense'" in proc.stdout.readline()
+        assert not client.read_holding_registers(0, count=2, device_id=1).isError()
+        client.close()
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
