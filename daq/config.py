@@ -367,10 +367,11 @@ class InfluxSettings(Strict):
     password: str | None = None
     managed: bool = False
     data_dir: str = "influxdb"
-    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
-    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
     timeout_s: float = Field(default=10.0, gt=0, le=300)
-    max_buffered_lines: int = Field(default=2_000_000, ge=1000)
+    commit_interval_s: float = Field(default=0.2, gt=0, le=10,
+                                     description="how often gathered lines are fsync'd to the spool")
+    spool_max_mb: float = Field(default=2048, gt=0, description="bound of the on-disk spool")
+    spool_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 
     @field_validator("url")
     @classmethod

@@ -18,6 +18,7 @@ from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.live import LatestValues
 from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
+from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.stream_acquisition import StreamAcquisition
 from daq.tasks import cancel_and_wait
@@ -88,8 +89,8 @@ class Service:
         except InfluxError as e:
             log.warning("cannot create database %r yet (%s); will keep trying", cfg.database, e)
         sub = self.bus.subscribe("storage", maxsize=100_000)
-        self.writer = StorageWriter(self.client, sub, cfg.batch_size, cfg.flush_interval_s,
-                                    cfg.max_buffered_lines)
+        spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy)
+        self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s)
         self.writer.start()
 
     async def _start_simulators(self) -> None:
@@ -185,9 +186,12 @@ class Service:
         storage: dict = {"backend": None, "note": self.storage_note}
         if self.writer is not None:
             s = self.writer.stats
+            sp = self.writer.spool
             storage = {
                 "backend": "influxdb-v1", "note": self.storage_note, "healthy": self.writer.healthy,
-                "pending_lines": len(self.writer.pending), "lines_written": s.lines_written,
+                "spool": {"dir": str(sp.dir), "batches": len(sp.files), "lines": sp.lines,
+                          "bytes": sp.bytes, "max_bytes": sp.max_bytes, "policy": sp.policy},
+                "lines_written": s.lines_written,
                 "batches_written": s.batches_written, "retries": s.retries,
                 "rejected_lines": s.rejected_lines, "dropped_lines": s.dropped_lines,
                 "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
@@ -199,7 +203,7 @@ class Service:
             "version": __version__,
             "devices": devices,
             "storage": storage,
-            "spool_depth": len(self.writer.pending) if self.writer else 0,
+            "spool_depth": self.writer.spool.lines if self.writer else 0,
             "bus": {s.name: {"queued": s.queue.qsize(), "lost_samples": s.lost_samples}
                     for s in self.bus.subscriptions},
         }

@@ -6,14 +6,21 @@ values are quoted and escape double quotes and backslashes. A backslash in a tag
 doubled so that a trailing backslash cannot escape the separator after it. Newlines
 cannot be represented in tags and are replaced by spaces (strings keep them).
 
-Floats are written with Python's shortest round-trip repr; NaN and ±inf cannot be
-stored and the field is left out of that line (a line with no field left is omitted,
-counted by the caller). Integers carry the ``i`` suffix, bools are ``true``/``false``.
+Floats are written in their shortest round-trip form; NaN and ±inf cannot be stored
+and the field is left out of that line (a line with no field left is omitted, counted
+by the caller). Integers carry the ``i`` suffix, bools are ``true``/``false``.
+
+The fast path (numeric blocks, every value present) never makes a Python object per
+value: orjson prints each column as one JSON array (shortest round-trip floats), numpy
+finds where every number starts and ends, and one gather over the bytes interleaves
+the series key, field names, values and timestamps into the final lines. Rows with a
+missing value and blocks with string channels take the per-line path.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import orjson
 
 from daq.events import Event
 from drivers.block import Block
@@ -73,8 +80,95 @@ def _column_text(key: str, arr: np.ndarray, valid: np.ndarray | None) -> list[st
     return text  # type: ignore[return-value]
 
 
+_OPT = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _tokens(arr: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A column printed once, and where each value starts and how long it is."""
+    text = orjson.dumps(np.ascontiguousarray(arr), option=_OPT)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    commas = np.flatnonzero(buf == 44)  # ','
+    starts = np.concatenate(([1], commas + 1))
+    ends = np.concatenate((commas, [len(text) - 1]))
+    return text, starts, ends - starts
+
+
+def _fast_lines(key: str, names: list[str], cols: list[np.ndarray], t_ns: np.ndarray) -> bytes:
+    """Line protocol for numeric columns with every value present, built by one gather."""
+    k, n = len(names), len(t_ns)
+    keys = [escape_tag(nm).encode() for nm in names]
+    consts = [key.encode() + b" " + keys[0] + b"="]
+    for j, col in enumerate(cols):
+        suffix = b"i" if col.dtype.kind in "iu" else b""
+        consts.append(suffix + (b"," + keys[j + 1] + b"=" if j + 1 < k else b" "))
+    consts.append(b"\n")
+    parts: list[bytes] = []
+    base = 0
+    const_at = []
+    for c in consts:
+        const_at.append(base)
+        parts.append(c)
+        base += len(c)
+    value_at, value_len = [], []
+    for col in [*cols, t_ns]:
+        text, starts, lengths = _tokens(col)
+        value_at.append(starts + base)
+        value_len.append(lengths)
+        parts.append(text)
+        base += len(text)
+    src = np.frombuffer(b"".join(parts), dtype=np.uint8)
+    pieces = 2 * k + 3  # key+name0, v0, sep1, v1, …, v(k-1), " ", t, "\n"
+    start = np.empty((n, pieces), dtype=np.int64)
+    length = np.empty((n, pieces), dtype=np.int64)
+    start[:, 0], length[:, 0] = const_at[0], len(consts[0])
+    for j in range(k):
+        start[:, 1 + 2 * j], length[:, 1 + 2 * j] = value_at[j], value_len[j]
+        start[:, 2 + 2 * j], length[:, 2 + 2 * j] = const_at[1 + j], len(consts[1 + j])
+    start[:, 2 * k + 1], length[:, 2 * k + 1] = value_at[k], value_len[k]
+    start[:, 2 * k + 2], length[:, 2 * k + 2] = const_at[k + 1], 1
+    start, length = start.ravel(), length.ravel()
+    out_at = np.cumsum(length) - length
+    idx = np.repeat(start - out_at, length) + np.arange(int(length.sum()))
+    return src[idx].tobytes()
+
+
+def block_bytes(measurement: str, tags: dict[str, str], block: Block) -> tuple[bytes, int, int]:
+    """Newline-terminated line protocol for ``block``: (body, lines, samples left out)."""
+    n = len(block)
+    if n == 0:
+        return b"", 0, 0
+    names = list(block.channels)
+    cols = [block.channels[c] for c in names]
+    numeric = all(c.dtype.kind in "fiub" for c in cols)
+    if not numeric:
+        lines, empty = block_lines(measurement, tags, block)
+        return ("\n".join(lines) + "\n").encode() if lines else b"", len(lines), empty
+    clean = np.ones(n, dtype=bool)
+    for name, col in zip(names, cols, strict=True):
+        if col.dtype.kind == "f":
+            clean &= np.isfinite(col)
+        if block.valid and name in block.valid:
+            clean &= block.valid[name]
+    key = series_key(measurement, tags)
+    if clean.all():
+        return _fast_lines(key, names, cols, block.t_ns), n, 0
+    fast = b""
+    if clean.any():
+        fast = _fast_lines(key, names, [c[clean] for c in cols], block.t_ns[clean])
+    rest = ~clean
+    dirty = Block(block.device, block.t_ns[rest], {nm: c[rest] for nm, c in zip(names, cols, strict=True)},
+                  block.quality[rest],
+                  {k: v[rest] for k, v in block.valid.items()} if block.valid else None)
+    lines, empty = block_lines(measurement, tags, dirty)
+    slow = ("\n".join(lines) + "\n").encode() if lines else b""
+    return fast + slow, int(clean.sum()) + len(lines), empty
+
+
 def block_lines(measurement: str, tags: dict[str, str], block: Block) -> tuple[list[str], int]:
-    """Lines for every sample of ``block``; returns (lines, samples left out for lack of fields)."""
+    """Lines for every sample of ``block``, one Python string each (the general path).
+
+    Returns (lines, samples left out for lack of any field).
+    """
     key = series_key(measurement, tags)
     valid = block.valid or {}
     cols = [_column_text(ch, arr, valid.get(ch)) for ch, arr in block.channels.items()]

@@ -29,6 +29,6 @@ port = {api_port or free_port()}
 [storage.influxdb]
 url = "{influx_url}"
 database = "{database}"
-flush_interval_s = 0.2
+commit_interval_s = 0.2
 """)
     return load_settings(tmp_path / "demo.toml")
