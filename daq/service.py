@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import os
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -90,7 +94,8 @@ class Service:
             log.warning("cannot create database %r yet (%s); will keep trying", cfg.database, e)
         sub = self.bus.subscribe("storage", maxsize=100_000)
         spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy)
-        self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s)
+        self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s,
+                                    on_commit=self._write_state)
         self.writer.start()
 
     async def _start_simulators(self) -> None:
@@ -123,6 +128,8 @@ class Service:
                     acqs = [StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
                                               self.bus, dev.block_s, dev.silence_timeout_s,
                                               dev.reconnect_max_s, dev.stuck_after_s)]
+                    if dev.name in self._resume_counters:  # gaps across a crash get counted too
+                        acqs[0].resume_after(self._resume_counters[dev.name])
                 else:
                     link = self._modbus_link(dev, lines)  # one connection for all poll groups
                     acqs = []
@@ -147,13 +154,53 @@ class Service:
             else:
                 self.recent_events.append(item)
 
+    # -- run state: how an earlier run ended ---------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        """Heartbeat of the running service; left behind only by a crash or kill -9."""
+        return self.settings.data_dir / "service.state"
+
+    def _read_previous_state(self) -> None:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        gap_s = (time.time_ns() - int(state.get("heartbeat_ns", 0))) / 1e9
+        msg = (f"the previous run (pid {state.get('pid')}) ended without shutting down (crash or "
+               f"kill -9) about {gap_s:.1f} s ago: nothing was acquired meanwhile, and up to "
+               f"one spool commit interval before it was still in memory")
+        log.warning(msg)
+        self.bus.publish(Event("unclean_shutdown", msg, level="warning",
+                               fields={"gap_s": gap_s,
+                                       "last_heartbeat_ns": int(state.get("heartbeat_ns", 0))}))
+        self._resume_counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+
+    def _write_state(self, counters: dict[str, int] | None = None) -> None:
+        """Heartbeat plus, per stream, the last sample counter that is safely on disk."""
+        if counters is None:
+            counters = dict(self.writer.committed_counters) if self.writer else {}
+        tmp = self.state_file.with_suffix(f".tmp{threading.get_ident()}")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "heartbeat_ns": time.time_ns(),
+                                   "counters": counters}))
+        tmp.replace(self.state_file)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.to_thread(self._write_state)
+            await asyncio.sleep(0.5)
+
     async def start(self) -> None:
         """Bring everything up in order: storage, simulators, live view, acquisition."""
         self.started_ns = time.time_ns()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._resume_counters: dict[str, int] = {}
         await self._start_simulators()  # first: a busy port fails before influxd starts
         await self._start_storage()
         self._tasks.append(asyncio.create_task(self._follow_live(), name="live"))
+        await asyncio.sleep(0)  # let the live view subscribe
+        self._read_previous_state()  # after storage subscribed: its event must be stored
         self._start_acquisition()
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         self.bus.publish(Event("service_start", f"rigdaq {__version__} started"))
 
     async def stop(self) -> None:
@@ -169,6 +216,8 @@ class Service:
             await sim.stop()
         if self.influxd is not None:
             self.influxd.stop()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()  # a clean stop
 
     # -- views -------------------------------------------------------------------------
     def health(self) -> dict:

@@ -52,6 +52,14 @@ class StreamAcquisition:
         self._block_started = 0.0
         self.watch = StaleWatch(stuck_after_s)
 
+    def resume_after(self, counter: int) -> None:
+        """Continue the count of an earlier run.
+
+        Samples after ``counter`` that never came are then reported as a gap.
+        """
+        self._last_counter = counter
+        self.unwrap.last = counter
+
     def _event(self, kind: str, message: str, level: str = "info", **fields) -> None:
         self.bus.publish(Event(kind, message, rig=self.rig, device=self.name, level=level,
                                fields=fields))

@@ -56,7 +56,7 @@ class StorageWriter:
     """
 
     def __init__(self, client, sub: Subscription, spool: Spool, commit_interval_s: float = 0.2,
-                 run_tags: dict[str, str] | None = None):
+                 run_tags: dict[str, str] | None = None, on_commit=None):
         self.client = client
         self.sub = sub
         self.spool = spool
@@ -65,6 +65,10 @@ class StorageWriter:
         self._buf: list[bytes] = []
         self._buf_lines = 0
         self.samples_by_device: dict[str, int] = {}
+        # last sample counter per streaming device: taken in, and durably on disk
+        self._taken_counters: dict[str, int] = {}
+        self.committed_counters: dict[str, int] = {}
+        self.on_commit = on_commit  # called (in the commit thread) after each durable commit
         self.stats = WriterStats()
         self.healthy = True
         self._committed = asyncio.Event()
@@ -85,6 +89,9 @@ class StorageWriter:
             if lines:
                 self._buf.append(body)
                 self._buf_lines += lines
+            counter = item.block.channels.get("sample")
+            if counter is not None and len(counter):
+                self._taken_counters[item.block.device] = int(counter[-1])
         else:
             self.record(item)
 
@@ -114,7 +121,16 @@ class StorageWriter:
             return
         body, lines = b"".join(self._buf), self._buf_lines
         self._buf, self._buf_lines = [], 0
-        loss = await asyncio.to_thread(self.spool.append, body, lines)
+        counters = dict(self._taken_counters)
+
+        def durable() -> SpoolLoss | None:
+            loss = self.spool.append(body, lines)
+            self.committed_counters.update(counters)
+            if self.on_commit is not None:
+                self.on_commit(self.committed_counters)
+            return loss
+
+        loss = await asyncio.to_thread(durable)
         if loss is not None:
             self._note_loss(loss)
         level = self.spool.level_change()
