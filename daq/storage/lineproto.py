@@ -1,10 +1,13 @@
-"""InfluxDB line protocol from columnar blocks.
+r"""InfluxDB line protocol from columnar blocks.
 
 Escaping (InfluxDB 1.x/2.x line protocol): measurement names escape commas and spaces;
 tag keys, tag values and field keys escape commas, equals signs and spaces; string field
-values are quoted and escape double quotes and backslashes. A backslash in a tag is
-doubled so that a trailing backslash cannot escape the separator after it. Newlines
-cannot be represented in tags and are replaced by spaces (strings keep them).
+values are quoted and escape double quotes and backslashes. In names and tags a
+backslash is literal (InfluxDB keeps ``a\\b`` as written), so a backslash at the end of
+a tag or right before a comma, equals sign or space cannot be written at all:
+:func:`tag_problem` names such values so the API can refuse them, and should one reach
+the serializer anyway that backslash becomes "⧵" (reverse solidus operator) with a
+warning. Newlines cannot be represented in tags and become escaped spaces.
 
 Floats are written in their shortest round-trip form; NaN and ±inf cannot be stored
 and the field is left out of that line (a line with no field left is omitted, counted
@@ -19,25 +22,45 @@ missing value and blocks with string channels take the per-line path.
 
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import orjson
 
 from daq.events import Event
 from drivers.block import Block
 
-_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\\": "\\\\"})
-_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\\": "\\\\"})
+log = logging.getLogger(__name__)
+
+_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ "})
+_TAG = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ "})
+_BAD_BACKSLASH = re.compile(r"\\(?=[,= \n]|$)")
+
+
+def tag_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as an InfluxDB tag value or name, or None."""
+    if _BAD_BACKSLASH.search(text):
+        return "a backslash at the end or before a comma, '=' or space cannot be stored in InfluxDB"
+    return None
+
+
+def _safe(text: str) -> str:
+    if "\\" in text and _BAD_BACKSLASH.search(text):
+        log.warning("line protocol: %r has a backslash InfluxDB cannot store; written as ⧵", text)
+        return _BAD_BACKSLASH.sub("⧵", text)
+    return text
 _STR = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
 
 def escape_measurement(name: str) -> str:
     """Escape a measurement name."""
-    return name.translate(_MEAS)
+    return _safe(name).translate(_MEAS)
 
 
 def escape_tag(text: str) -> str:
     """Escape a tag key, tag value or field key."""
-    return text.translate(_TAG)
+    return _safe(text).translate(_TAG)
 
 
 def quote_string(text: str) -> str:

@@ -1,14 +1,16 @@
 import numpy as np
 
 from daq.events import Event
-from daq.storage.lineproto import block_lines, escape_tag, event_line, quote_string, series_key
+from daq.storage.lineproto import block_lines, escape_tag, event_line, quote_string, series_key, tag_problem
 from drivers.block import Block
 
 
 def test_escaping_rules_written_out():
     assert series_key("my meas,x", {"rig": "a b", "run": "k=v,w", "empty": ""}) == (
         r"my\ meas\,x,rig=a\ b,run=k\=v\,w")
-    assert escape_tag("back\\slash") == "back\\\\slash"
+    assert escape_tag("back\\slash") == "back\\slash"  # literal in InfluxDB
+    assert escape_tag("end\\") == "end⧵" and tag_problem("end\\") and tag_problem("a\\,b")
+    assert tag_problem("a\\b") is None
     assert escape_tag("line\nbreak") == r"line\ break"
     assert quote_string('say "hi" \\o/') == r'"say \"hi\" \\o/"'
     assert series_key("m", {"op": "Müller ø"}) == r"m,op=Müller\ ø"
