@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
-from api.routes import health, rigs
+from api.routes import health, metrics, rigs
 from daq import __version__
 from daq.config import Settings
 from daq.service import Service
@@ -44,6 +44,8 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.state.service = service
     app.include_router(health.router)
     app.include_router(rigs.router)
+    app.include_router(metrics.router)
+    app.state.metrics = metrics.registry_for(service)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_input(request: Request, exc: RequestValidationError) -> JSONResponse:

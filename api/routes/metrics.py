@@ -1,0 +1,84 @@
+"""``GET /metrics``: Prometheus text exposition of acquisition and storage counters."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from daq.service import Service
+
+router = APIRouter(tags=["health"])
+
+
+class ServiceCollector:
+    """Reads the service's counters at scrape time (nothing is kept twice)."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def collect(self):  # noqa: D102
+        svc = self.service
+        acquired = CounterMetricFamily("rigdaq_samples_acquired", "Samples acquired",
+                                       labels=["rig", "device"])
+        failed = CounterMetricFamily("rigdaq_failed_polls", "Polls or reads that failed",
+                                     labels=["rig", "device"])
+        missing = CounterMetricFamily("rigdaq_missing_samples", "Gaps in a stream's sample counter",
+                                      labels=["rig", "device"])
+        up = GaugeMetricFamily("rigdaq_device_up", "1 when the device answers and moves",
+                               labels=["rig", "device", "state"])
+        for a in svc.acquisitions:
+            st = a.status
+            acquired.add_metric([st.rig, st.device], st.samples)
+            failed.add_metric([st.rig, st.device], st.failed_polls)
+            missing.add_metric([st.rig, st.device], st.missing_samples)
+            up.add_metric([st.rig, st.device, st.state], 1.0 if st.state == "ok" else 0.0)
+        yield from (acquired, failed, missing, up)
+        lost = CounterMetricFamily("rigdaq_bus_lost_samples", "Samples a full consumer queue lost",
+                                   labels=["consumer"])
+        for sub in svc.bus.subscriptions:
+            lost.add_metric([sub.name], sub.lost_samples)
+        yield lost
+        w = svc.writer
+        if w is None:
+            return
+        stored = CounterMetricFamily("rigdaq_samples_spooled", "Samples put on the durable spool",
+                                     labels=["measurement"])
+        for device, n in w.samples_by_device.items():
+            stored.add_metric([device], n)
+        yield stored
+        s = w.stats
+        yield CounterMetricFamily("rigdaq_lines_written", "Lines InfluxDB confirmed",
+                                  value=s.lines_written)
+        yield CounterMetricFamily("rigdaq_batches_written", "Batches InfluxDB confirmed",
+                                  value=s.batches_written)
+        yield CounterMetricFamily("rigdaq_write_retries", "Writes retried after a failure",
+                                  value=s.retries)
+        yield CounterMetricFamily("rigdaq_write_seconds", "Time spent in confirmed writes",
+                                  value=s.write_seconds_total)
+        yield GaugeMetricFamily("rigdaq_write_latency_seconds", "Latency of the last write",
+                                value=s.last_latency_s)
+        yield CounterMetricFamily("rigdaq_rejected_lines", "Lines InfluxDB refused (kept aside)",
+                                  value=s.rejected_lines)
+        yield CounterMetricFamily("rigdaq_dropped_lines", "Lines lost at the spool bound (should be 0)",
+                                  value=s.dropped_lines)
+        yield GaugeMetricFamily("rigdaq_spool_bytes", "Bytes waiting in the spool", value=w.spool.bytes)
+        yield GaugeMetricFamily("rigdaq_spool_lines", "Lines waiting in the spool", value=w.spool.lines)
+        yield GaugeMetricFamily("rigdaq_spool_batches", "Batches waiting in the spool",
+                                value=len(w.spool.files))
+        yield GaugeMetricFamily("rigdaq_storage_up", "1 while InfluxDB takes writes",
+                                value=1.0 if w.healthy else 0.0)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Counters and gauges in the Prometheus text format."""
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+def registry_for(service: Service) -> CollectorRegistry:
+    """A registry of this app's own (no process-wide globals)."""
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(service))
+    return registry
