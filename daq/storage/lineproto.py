@@ -104,6 +104,7 @@ def _column_text(key: str, arr: np.ndarray, valid: np.ndarray | None) -> list[st
 
 
 _OPT = orjson.OPT_SERIALIZE_NUMPY
+_CHUNK = 2048  # rows per gather: the index stays in cache
 
 
 def _tokens(arr: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
@@ -150,9 +151,20 @@ def _fast_lines(key: str, names: list[str], cols: list[np.ndarray], t_ns: np.nda
     start[:, 2 * k + 1], length[:, 2 * k + 1] = value_at[k], value_len[k]
     start[:, 2 * k + 2], length[:, 2 * k + 2] = const_at[k + 1], 1
     start, length = start.ravel(), length.ravel()
-    out_at = np.cumsum(length) - length
-    idx = np.repeat(start - out_at, length) + np.arange(int(length.sum()))
+    # gather index: consecutive within a piece, jumping to the next piece's start
+    idx = np.ones(int(length.sum()), dtype=np.int32 if len(src) < 2**31 else np.int64)
+    ends = np.cumsum(length)
+    idx[0] = start[0]
+    idx[ends[:-1]] = start[1:] - (start[:-1] + length[:-1]) + 1
+    np.cumsum(idx, out=idx)
     return src[idx].tobytes()
+
+
+def _fast_chunks(key: str, names: list[str], cols: list[np.ndarray], t_ns: np.ndarray) -> bytes:
+    """The fast path in chunks small enough for the gather index to stay in cache."""
+    step = _CHUNK
+    return b"".join(_fast_lines(key, names, [c[i:i + step] for c in cols], t_ns[i:i + step])
+                    for i in range(0, len(t_ns), step))
 
 
 def block_bytes(measurement: str, tags: dict[str, str], block: Block) -> tuple[bytes, int, int]:
@@ -174,10 +186,10 @@ def block_bytes(measurement: str, tags: dict[str, str], block: Block) -> tuple[b
             clean &= block.valid[name]
     key = series_key(measurement, tags)
     if clean.all():
-        return _fast_lines(key, names, cols, block.t_ns), n, 0
+        return _fast_chunks(key, names, cols, block.t_ns), n, 0
     fast = b""
     if clean.any():
-        fast = _fast_lines(key, names, [c[clean] for c in cols], block.t_ns[clean])
+        fast = _fast_chunks(key, names, [c[clean] for c in cols], block.t_ns[clean])
     rest = ~clean
     dirty = Block(block.device, block.t_ns[rest], {nm: c[rest] for nm, c in zip(names, cols, strict=True)},
                   block.quality[rest],

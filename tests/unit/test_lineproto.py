@@ -49,3 +49,22 @@ def test_event_line():
     assert event_line(e) == (
         'events,device=plc,kind=device_fault,level=warning,rig=press-01 '
         'message="down: \\"timeout\\"",gap_s=1.5,reason="timeout",n=3i 5')
+
+
+def test_fast_path_writes_exactly_what_the_line_by_line_path_writes():
+    from daq.storage.lineproto import block_bytes
+
+    rng = np.random.default_rng(7)
+    n = 5000  # several gather chunks
+    b = Block("amp 1", 10**18 + np.arange(n, dtype=np.int64) * 100_000, {
+        "force": rng.normal(0, 1e5, n) * 10.0 ** rng.integers(-12, 12, n),
+        "tiny": rng.normal(0, 1e-300, n),
+        "count": rng.integers(-(2**62), 2**62, n),
+        "flag": rng.integers(0, 2, n).astype(bool),
+    }, valid={"count": rng.random(n) > 0.01})
+    b.channels["force"][[3, 4000]] = [np.nan, -np.inf]
+    body, lines, empty = block_bytes("amp 1", {"rig": "press 01", "run": "R=1"}, b)
+    reference, ref_empty = block_lines("amp 1", {"rig": "press 01", "run": "R=1"}, b)
+    assert sorted(body.decode().splitlines()) == sorted(reference)
+    assert lines == len(reference) == n and empty == ref_empty == 0
+    assert body.endswith(b"\n")
