@@ -360,11 +360,14 @@ class Rig(Strict):
 class InfluxSettings(Strict):
     """Where samples go."""
 
-    api: Literal["v1"] = "v1"
+    api: Literal["v1", "v2"] = "v1"
     url: str = "http://127.0.0.1:8086"
-    database: Name = "rigdaq"
-    username: str | None = None
+    database: Name = Field(default="rigdaq", description="v1: the database")
+    username: str | None = Field(default=None, description="v1: user, if auth is on")
     password: str | None = None
+    token: str | None = Field(default=None, description="v2: API token")
+    org: str | None = Field(default=None, description="v2: organisation")
+    bucket: str | None = Field(default=None, description="v2: bucket")
     managed: bool = False
     data_dir: str = "influxdb"
     timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -372,6 +375,16 @@ class InfluxSettings(Strict):
                                      description="how often gathered lines are fsync'd to the spool")
     spool_max_mb: float = Field(default=2048, gt=0, description="bound of the on-disk spool")
     spool_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+
+    @model_validator(mode="after")
+    def _api_fields(self) -> InfluxSettings:
+        if self.api == "v2":
+            missing = [k for k in ("token", "org", "bucket") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"api = \"v2\" needs {', '.join(missing)}")
+            if self.managed:
+                raise ValueError("managed = true starts InfluxDB 1.x, which speaks api = \"v1\" only")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -22,6 +22,7 @@ from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.live import LatestValues
 from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
+from daq.storage.influx_v2 import InfluxV2Client
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.stream_acquisition import StreamAcquisition
@@ -86,8 +87,12 @@ class Service:
                 self.influxd = None
         else:
             self.storage_note = f"InfluxDB at {cfg.url}"
-        self.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password,
-                                     cfg.timeout_s)
+        if cfg.api == "v2":
+            self.client = InfluxV2Client(cfg.url, cfg.token, cfg.org, cfg.bucket, cfg.timeout_s)
+            self.storage_note = f"InfluxDB v2 API at {cfg.url}, bucket {cfg.bucket}"
+        else:
+            self.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password,
+                                         cfg.timeout_s)
         try:
             await self.client.create_database()
         except InfluxError as e:
@@ -237,7 +242,8 @@ class Service:
             s = self.writer.stats
             sp = self.writer.spool
             storage = {
-                "backend": "influxdb-v1", "note": self.storage_note, "healthy": self.writer.healthy,
+                "backend": f"influxdb-{self.settings.storage.influxdb.api}",
+                "note": self.storage_note, "healthy": self.writer.healthy,
                 "spool": {"dir": str(sp.dir), "batches": len(sp.files), "lines": sp.lines,
                           "bytes": sp.bytes, "max_bytes": sp.max_bytes, "policy": sp.policy},
                 "lines_written": s.lines_written,
