@@ -22,7 +22,8 @@ from tests.integration.helpers import press_settings
 def victoria(tmp_path):
     exe = shutil.which("victoria-metrics")
     if exe is None:
-        pytest.fail("victoria-metrics is not installed: apt-get install victoria-metrics (scripts/setup does it)")
+        pytest.fail("victoria-metrics is not installed: apt-get install victoria-metrics "
+                    "(scripts/setup does it)")
     port = free_port()
     proc = subprocess.Popen([exe, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={tmp_path / 'vm'}",
                              "-loggerLevel=ERROR", "-search.latencyOffset=0s"],
