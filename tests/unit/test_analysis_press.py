@@ -1,0 +1,99 @@
+"""Press metrics on signals whose answers are known in closed form."""
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis.press import PressParams, analyse, contacts, judge
+
+FS = 10_000.0
+F_HAT = 80_000.0        # kN
+STROKE = 40.0           # mm of forming
+V = 0.65                # m/s at impact (= mm/ms)
+J, M, LEAD = 52_000.0, 95_000.0, 0.44
+RPM = 90.0
+
+
+def blow_signal(t0=0.2, reverse=0.05, weights=(0.2, 0.3, 0.25, 0.25), t_end=1.0, blows=(0.2,)):
+    t = np.arange(0, t_end, 1 / FS)
+    x = np.zeros_like(t)
+    f = np.zeros_like(t)
+    tau = STROKE / (V * 1e3)  # s in contact
+    for tb in blows:
+        approach = t < tb
+        x = np.where(approach & (t >= tb - 0.1), x + (t - tb) * V * 1e3 + 500.0, x)
+        inside = (t >= tb) & (t <= tb + tau)
+        x = np.where(inside, 500.0 + (t - tb) * V * 1e3, x)
+        f = np.where(inside, F_HAT * np.sin(np.pi * (t - tb) / tau), f)
+        rebound = (t > tb + tau) & (t < tb + tau + 0.02)
+        f = np.where(rebound, -reverse * F_HAT * np.sin(np.pi * (t - tb - tau) / 0.02), f)
+        x = np.where(t > tb + tau, 500.0 + STROKE, x)
+    chans = {"force": f, "position": x, "flywheel_speed": np.full_like(t, RPM)}
+    for i, w in enumerate(weights, 1):
+        chans[f"force_{i}"] = f * w
+    return t, chans, tau
+
+
+PARAMS = PressParams(contact_threshold_kN=F_HAT * 1e-3, contact_hysteresis_kN=0.0,
+                     flywheel_inertia_kg_m2=J, ram_mass_kg=M, screw_lead_m=LEAD)
+
+
+def test_half_sine_blow_matches_closed_forms():
+    t, chans, tau = blow_signal()
+    [r] = analyse(t, chans, PARAMS)
+    m = r.metrics
+    assert m["peak_force_kN"] == pytest.approx(F_HAT, rel=1e-4)
+    assert m["forming_energy_kJ"] == pytest.approx(2 * F_HAT * STROKE / math.pi / 1e3, rel=5e-3)
+    assert m["impact_velocity_m_s"] == pytest.approx(V, rel=5e-3)
+    omega = RPM * 2 * math.pi / 60
+    blow = 0.5 * J * omega**2 + 0.5 * M * (omega * LEAD / (2 * math.pi)) ** 2
+    assert m["blow_energy_kJ"] == pytest.approx(blow / 1e3, rel=1e-9)
+    assert m["efficiency"] == pytest.approx(m["forming_energy_kJ"] / m["blow_energy_kJ"])
+    assert m["contact_time_ms"] == pytest.approx(tau * 1e3, rel=5e-3)
+    assert m["reverse_force_ratio"] == pytest.approx(0.05, rel=5e-3)
+    assert m["max_channel_share"] == pytest.approx(0.3, rel=1e-6)
+    assert m["cycle_time_s"] == pytest.approx(1.0 - 0.2 - 1 / FS, abs=2 / FS)
+    assert len(r.samples_sha256) == 64 and r.version.startswith("press-")
+
+
+def test_several_blows_and_cycle_time():
+    t, chans, _ = blow_signal(t_end=3.0, blows=(0.2, 1.4))
+    results = analyse(t, chans, PARAMS)
+    assert len(results) == 2
+    assert results[0].metrics["cycle_time_s"] == pytest.approx(1.2, abs=2 / FS)
+    assert results[1].metrics["cycle_time_s"] == pytest.approx(3.0 - 1.4, abs=2 / FS)
+
+
+def test_missing_optional_channels_give_none():
+    t, chans, _ = blow_signal()
+    only = {"force": chans["force"]}
+    [r] = analyse(t, only, PARAMS)
+    assert r.metrics["peak_force_kN"] == pytest.approx(F_HAT, rel=1e-4)
+    for name in ("forming_energy_kJ", "impact_velocity_m_s", "blow_energy_kJ", "efficiency",
+                 "max_channel_share"):
+        assert r.metrics[name] is None
+
+
+def test_hysteresis_keeps_a_ringing_edge_one_contact():
+    f = np.array([0, 5, 11, 9.5, 11, 20, 11, 9.5, 8, 0], dtype=float)
+    assert contacts(f, 10.0, 0.0) == [(2, 2), (4, 6)]
+    assert contacts(f, 10.0, 2.0) == [(2, 8)]  # 8 is not below 10 − 2
+
+
+def test_limits_give_every_violated_reason():
+    t, chans, _ = blow_signal()
+    [r] = analyse(t, chans, PARAMS)
+    judge(r, {"peak_force_kN": {"max": 70_000.0}, "efficiency": {"min": 0.0, "max": 10.0}})
+    assert r.verdict == "nok" and len(r.reasons) == 1 and "peak_force_kN" in r.reasons[0]
+    judge(r, {"peak_force_kN": {"max": 90_000.0}})
+    assert r.verdict == "ok" and r.reasons == []
+
+
+def test_hash_changes_with_the_samples():
+    t, chans, _ = blow_signal()
+    [a] = analyse(t, chans, PARAMS)
+    chans["position"] = chans["position"].copy()
+    chans["position"][2500] += 1e-9
+    [b] = analyse(t, chans, PARAMS)
+    assert a.samples_sha256 != b.samples_sha256
