@@ -87,7 +87,7 @@ def samples_hash(time_s: np.ndarray, channels: dict[str, np.ndarray]) -> str:
 def _ram_speed_m_s(time_s: np.ndarray, position_mm: np.ndarray, at: int, window_s: float) -> float:
     """Ram speed at sample ``at`` from a Savitzky–Golay derivative of position."""
     dt = float(np.median(np.diff(time_s)))
-    w = max(5, int(round(window_s / dt)) | 1)
+    w = max(5, round(window_s / dt) | 1)
     lo = max(0, at - w)
     seg = position_mm[lo:at + 1]
     if len(seg) < 5:
