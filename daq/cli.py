@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import faulthandler
 import io
+import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -206,6 +208,60 @@ def cmd_sim(args) -> int:
     return asyncio.run(_sim(settings))
 
 
+def _press_params(rig):
+    from analysis.press import PressParams
+
+    p = rig.parameters
+    return PressParams(contact_threshold_kN=p.contact_threshold_kN,
+                       contact_hysteresis_kN=p.contact_hysteresis_kN,
+                       flywheel_inertia_kg_m2=p.flywheel_inertia_kg_m2, ram_mass_kg=p.ram_mass_kg,
+                       screw_lead_m=p.screw_lead_m)
+
+
+def _clean(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def cmd_analyse(args) -> int:
+    """Offline analysis of a recorded CSV with a rig's parameters and limits."""
+    from analysis.press import analyse, judge
+    from daq.config import ConfigError, load_rig
+    from daq.recording import RecordingError, read_csv
+
+    try:
+        rig = load_rig(args.rig)
+    except ConfigError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        t, channels = read_csv(args.csv, required=("force",))
+    except RecordingError as e:
+        print(f"rigdaq: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    limits = {k: v.as_dict() for k, v in rig.limits.items()}
+    results = [judge(r, limits) for r in analyse(t, channels, _press_params(rig))]
+    if args.json:
+        print(json.dumps({"rig": rig.name, "cycles": [
+            {"cycle": r.index + 1, "start_s": r.start_s, "end_s": r.end_s,
+             "metrics": {k: _clean(v) for k, v in r.metrics.items()}, "verdict": r.verdict,
+             "reasons": r.reasons, "version": r.version, "samples_sha256": r.samples_sha256}
+            for r in results]}, indent=2))
+        return 0
+    if not results:
+        print(f"no blow in {args.csv}: force never rose above the contact threshold "
+              f"({rig.parameters.contact_threshold_kN:g} kN)")
+        return 0
+    for r in results:
+        print(f"blow {r.index + 1}: {r.start_s:.4f}–{r.end_s:.4f} s  verdict {r.verdict.upper()}")
+        for k, v in r.metrics.items():
+            print(f"  {k:22s} {'—' if v is None else f'{v:.6g}'}")
+        for reason in r.reasons:
+            print(f"  ! {reason}")
+        print(f"  analysis {r.version}, samples sha256 {r.samples_sha256}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``daq`` console script."""
     parser = argparse.ArgumentParser(prog="daq", description="rigdaq test-data acquisition")
@@ -218,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sim", help="run only the simulated equipment")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_sim)
+    p = sub.add_parser("analyse", help="analyse a recorded cycle CSV with a rig's parameters")
+    p.add_argument("rig", help="rig file, e.g. configs/rigs/screw-press.toml")
+    p.add_argument("csv", help="CSV with a time column (s) and canonical channel columns")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(func=cmd_analyse)
     p = sub.add_parser("check", help="validate a service or rig file; exit 2 if invalid")
     p.add_argument("config")
     p.set_defaults(func=cmd_check)

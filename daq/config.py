@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from analysis.press import METRICS as PRESS_METRICS
 from drivers.modbus import silent_interval_s
 from drivers.registers import BYTE_ORDERS, TYPES, RegisterField, plan_reads
 from drivers.stream import StreamChannel
@@ -318,6 +319,25 @@ class ScrewPressParameters(Strict):
     blow_interval_s: float = Field(default=6.0, gt=0)
 
 
+class Limit(Strict):
+    """Acceptance limits of one metric."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> Limit:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+    def as_dict(self) -> dict[str, float]:
+        """Only the bounds that are set."""
+        return {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
+
+
 class Rig(Strict):
     """One rig file: what the equipment is, its devices and its limits."""
 
@@ -329,6 +349,15 @@ class Rig(Strict):
     devices: list[Annotated[ModbusTcpDevice | ModbusRtuDevice | SerialStreamDevice,
                             Field(discriminator="transport")]] = Field(min_length=1)
     simulation: SimulationSettings = SimulationSettings()
+    limits: dict[str, Limit] = Field(default_factory=dict, description="metric → acceptance limits")
+
+    @field_validator("limits")
+    @classmethod
+    def _known_metrics(cls, limits: dict[str, Limit]) -> dict[str, Limit]:
+        unknown = sorted(set(limits) - set(PRESS_METRICS))
+        if unknown:
+            raise ValueError(f"no such metric: {', '.join(unknown)}; metrics are {', '.join(PRESS_METRICS)}")
+        return limits
 
     @model_validator(mode="after")
     def _unique_devices(self) -> Rig:

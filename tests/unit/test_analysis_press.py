@@ -22,7 +22,7 @@ def blow_signal(t0=0.2, reverse=0.05, weights=(0.2, 0.3, 0.25, 0.25), t_end=1.0,
     tau = STROKE / (V * 1e3)  # s in contact
     for tb in blows:
         approach = t < tb
-        x = np.where(approach & (t >= tb - 0.1), x + (t - tb) * V * 1e3 + 500.0, x)
+        x = np.where(approach & (t >= tb - 0.1), (t - tb) * V * 1e3 + 500.0, x)
         inside = (t >= tb) & (t <= tb + tau)
         x = np.where(inside, 500.0 + (t - tb) * V * 1e3, x)
         f = np.where(inside, F_HAT * np.sin(np.pi * (t - tb) / tau), f)
@@ -62,6 +62,7 @@ def test_several_blows_and_cycle_time():
     results = analyse(t, chans, PARAMS)
     assert len(results) == 2
     assert results[0].metrics["cycle_time_s"] == pytest.approx(1.2, abs=2 / FS)
+    assert results[1].metrics["impact_velocity_m_s"] == pytest.approx(V, rel=5e-3)
     assert results[1].metrics["cycle_time_s"] == pytest.approx(3.0 - 1.4, abs=2 / FS)
 
 

@@ -1,0 +1,82 @@
+"""`daq analyse` on CSV recordings: closed-form answers through the command, and bad input."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from daq.cli import main
+from tests.conftest import ROOT
+from tests.unit.test_analysis_press import F_HAT, STROKE, V, blow_signal
+
+RIG = str(ROOT / "configs" / "rigs" / "screw-press.toml")
+
+
+def _write(path, t, chans):
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        names = list(chans)
+        w.writerow(["time", *names])
+        for i in range(len(t)):
+            w.writerow([repr(float(t[i]))] + [repr(float(chans[n][i])) for n in names])
+
+
+def test_two_blows_as_json(tmp_path, capsys):
+    t, chans, _ = blow_signal(t_end=3.0, blows=(0.2, 1.4))
+    p = tmp_path / "blows.csv"
+    _write(p, t, chans)
+    assert main(["analyse", RIG, str(p), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [c["cycle"] for c in out["cycles"]] == [1, 2]
+    for c in out["cycles"]:
+        m = c["metrics"]
+        assert m["forming_energy_kJ"] == pytest.approx(2 * F_HAT * STROKE / math.pi / 1e3, rel=5e-3)
+        assert m["impact_velocity_m_s"] == pytest.approx(V, rel=5e-3)
+        assert m["peak_force_kN"] == pytest.approx(F_HAT, rel=5e-3)
+        assert c["verdict"] == "ok" and c["reasons"] == [] and len(c["samples_sha256"]) == 64
+    assert out["cycles"][0]["metrics"]["cycle_time_s"] == pytest.approx(1.2, abs=1e-3)
+
+
+def test_limits_make_a_blow_nok_with_reasons(tmp_path, capsys):
+    t, chans, _ = blow_signal(weights=(0.1, 0.1, 0.1, 0.7))  # one tie rod takes 70 %
+    p = tmp_path / "offcentre.csv"
+    _write(p, t, chans)
+    assert main(["analyse", RIG, str(p), "--json"]) == 0
+    [c] = json.loads(capsys.readouterr().out)["cycles"]
+    assert c["verdict"] == "nok"
+    assert any(r.startswith("max_channel_share = 0.7 above max 0.3") for r in c["reasons"])
+
+
+def test_only_force_gives_null_metrics(tmp_path, capsys):
+    t, chans, _ = blow_signal()
+    p = tmp_path / "force.csv"
+    _write(p, t, {"force": chans["force"]})
+    assert main(["analyse", RIG, str(p), "--json"]) == 0
+    [c] = json.loads(capsys.readouterr().out)["cycles"]
+    assert c["metrics"]["forming_energy_kJ"] is None and c["metrics"]["peak_force_kN"] > 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("time,position\n0,1\n0.1,2\n0.2,3\n", "missing column(s) force"),
+    ("time,force\n0,1\n0.1,abc\n0.2,3\n", "line 3, column 'force': 'abc' is not a number"),
+    ("time,force\n0,1\n0.2,2\n0.1,3\n", "line 4: time 0.1 s does not come after 0.2 s"),
+    ("time,force\n0,1\n0.1,2,7\n", "line 3: 3 values for 2 columns"),
+    ("", "the file is empty"),
+])
+def test_bad_csv_is_a_clear_error_with_exit_2(tmp_path, capsys, text, message):
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    assert main(["analyse", RIG, str(p)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(p) in err and "Traceback" not in err
+
+
+def test_unknown_limit_metric_is_a_config_error(tmp_path, capsys):
+    rig = tmp_path / "rig.toml"
+    text = (ROOT / "configs" / "rigs" / "screw-press.toml").read_text()
+    rig.write_text(text.replace("peak_force_kN = { max", "peak_force_kn = { max"))
+    p = tmp_path / "x.csv"
+    p.write_text("time,force\n0,1\n0.1,2\n0.2,3\n")
+    assert main(["analyse", str(rig), str(p)]) == 2
+    assert "limits: no such metric: peak_force_kn" in capsys.readouterr().err
