@@ -26,7 +26,7 @@ class Tagged:
     block: Block
 
 
-Item = Tagged | Event
+Item = Tagged | Event | object  # blocks, events, cycle results
 
 
 class Subscription:
@@ -83,12 +83,12 @@ class SampleBus:
                 overflowed.append(sub)
         for sub in overflowed:
             what = (f"{len(item.block)} samples of {item.rig}/{item.block.device}"
-                    if isinstance(item, Tagged) else f"event {item.kind}")
+                    if isinstance(item, Tagged) else type(item).__name__)
             log.error("bus: consumer %s is full, lost %s", sub.name, what)
             event = Event(
                 "queue_overflow", f"consumer {sub.name} fell behind and lost {what}",
-                rig=item.rig,
-                device=item.block.device if isinstance(item, Tagged) else item.device,
+                rig=getattr(item, "rig", ""),
+                device=item.block.device if isinstance(item, Tagged) else getattr(item, "device", ""),
                 level="error",
             )
             for other in self.subscriptions:

@@ -208,16 +208,6 @@ def cmd_sim(args) -> int:
     return asyncio.run(_sim(settings))
 
 
-def _press_params(rig):
-    from analysis.press import PressParams
-
-    p = rig.parameters
-    return PressParams(contact_threshold_kN=p.contact_threshold_kN,
-                       contact_hysteresis_kN=p.contact_hysteresis_kN,
-                       flywheel_inertia_kg_m2=p.flywheel_inertia_kg_m2, ram_mass_kg=p.ram_mass_kg,
-                       screw_lead_m=p.screw_lead_m)
-
-
 def _clean(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
@@ -226,6 +216,7 @@ def cmd_analyse(args) -> int:
     """Offline analysis of a recorded CSV with a rig's parameters and limits."""
     from analysis.press import analyse, judge
     from daq.config import ConfigError, load_rig
+    from daq.cycles import press_params
     from daq.recording import RecordingError, read_csv
 
     try:
@@ -240,7 +231,7 @@ def cmd_analyse(args) -> int:
         print(f"rigdaq: {e}", file=sys.stderr)
         return EXIT_CONFIG
     limits = {k: v.as_dict() for k, v in rig.limits.items()}
-    results = [judge(r, limits) for r in analyse(t, channels, _press_params(rig))]
+    results = [judge(r, limits) for r in analyse(t, channels, press_params(rig))]
     if args.json:
         print(json.dumps({"rig": rig.name, "cycles": [
             {"cycle": r.index + 1, "start_s": r.start_s, "end_s": r.end_s,

@@ -17,6 +17,7 @@ from daq import __version__
 from daq.acquisition import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
 from daq.config import ModbusTcpDevice, SerialStreamDevice, Settings
+from daq.cycles import CycleResult, tracker_for
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.live import LatestValues
@@ -58,6 +59,8 @@ class Service:
         self.rigs = {r.name: r for r in settings.rigs}
         self._tasks: list[asyncio.Task] = []
         self.started_ns = 0
+        self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r, self.bus))}
+        self.last_cycle: dict[str, CycleResult] = {}
         for rig in settings.rigs:
             for d in rig.devices:
                 self.live.set_units(rig.name, d.channel_units())
@@ -156,6 +159,11 @@ class Service:
             item = await sub.get()
             if isinstance(item, Tagged):
                 self.live.update(item.rig, item.block)
+                tracker = self.trackers.get(item.rig)
+                if tracker is not None:
+                    tracker.feed(item.rig, item.block)
+            elif isinstance(item, CycleResult):
+                self.last_cycle[item.rig] = item
             else:
                 self.recent_events.append(item)
 

@@ -31,6 +31,8 @@ class RigSummary(BaseModel):
     devices: list[DeviceState]
     active_run: str | None = None
     last_verdict: str | None = None
+    last_cycle: int | None = None
+    last_reasons: list[str] = []
 
 
 class ChannelReading(BaseModel):
@@ -61,9 +63,12 @@ def list_rigs(service: ServiceDep) -> list[RigSummary]:
                 for a in service.acquisitions if a.rig == rig.name]
         states = {d.state for d in devs}
         state = next((s for s in ("down", "degraded", "starting") if s in states), "ok")
+        last = service.last_cycle.get(rig.name)
         out.append(RigSummary(name=rig.name, kind=rig.kind, description=rig.description,
                               simulated=rig.simulate and service.simulate, state=state,
-                              devices=devs))
+                              devices=devs, last_verdict=last.verdict if last else None,
+                              last_cycle=last.cycle_no if last else None,
+                              last_reasons=last.reasons if last else []))
     return out
 
 

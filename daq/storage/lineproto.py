@@ -237,3 +237,13 @@ def event_line(e: Event) -> str:
         f"{escape_tag(k)}={val}" for k, v in fields.items() if (val := _field_value(v)) is not None
     )
     return f"{series_key('events', tags)} {text} {e.t_ns}"
+
+
+def cycle_line(c) -> str:
+    """One point in measurement ``cycles`` (tags rig, run, verdict; metrics as fields)."""
+    fields: dict[str, float | int | str] = {k: float(v) for k, v in c.metrics.items() if v is not None}
+    fields.update(cycle_no=int(c.cycle_no), version=c.version, samples_sha256=c.samples_sha256,
+                  reasons="; ".join(c.reasons))
+    text = ",".join(f"{escape_tag(k)}={val}" for k, v in fields.items()
+                    if (val := _field_value(v)) is not None)
+    return f"{series_key('cycles', {'rig': c.rig, 'run': c.run, 'verdict': c.verdict})} {text} {c.t_ns}"

@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 
 from daq.bus import Subscription, Tagged
+from daq.cycles import CycleResult
 from daq.events import Event
 from daq.storage.influx_v1 import InfluxError
-from daq.storage.lineproto import block_bytes, event_line
+from daq.storage.lineproto import block_bytes, cycle_line, event_line
 from daq.storage.spool import Spool, SpoolLoss
 from daq.tasks import cancel_and_wait
 
@@ -92,8 +93,11 @@ class StorageWriter:
             counter = item.block.channels.get("sample")
             if counter is not None and len(counter):
                 self._taken_counters[item.block.device] = int(counter[-1])
-        else:
+        elif isinstance(item, Event):
             self.record(item)
+        elif isinstance(item, CycleResult):
+            self._buf.append(cycle_line(item).encode() + b"\n")
+            self._buf_lines += 1
 
     def record(self, event: Event) -> None:
         """Store an event (the writer's own, or one from the bus)."""

@@ -1,0 +1,39 @@
+"""Simulated blows → live segmentation → analysis → InfluxDB `cycles` and the rigs view."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api.routes.rigs import list_rigs
+from daq.service import Service
+from daq.storage.influx_v1 import series_rows
+from tests.integration.helpers import press_settings
+
+
+async def test_each_blow_becomes_one_analysed_cycle(tmp_path, influxd, influx, database):
+    settings = press_settings(tmp_path, influxd.url, database, poll_hz=50)
+    service = Service(settings)
+    await service.start()
+    await asyncio.sleep(11.0)  # the first blow comes after ≈1.9 s, then one every ≈4.5 s
+    rigs = list_rigs(service)
+    await service.stop()
+    [rig] = rigs
+    assert rig.last_verdict in ("ok", "nok") and rig.last_cycle >= 2
+    rows = series_rows(await influx.query(
+        "SELECT cycle_no, peak_force_kN, forming_energy_kJ, impact_velocity_m_s, blow_energy_kJ, "
+        "efficiency, contact_time_ms, max_channel_share, cycle_time_s, samples_sha256, verdict "
+        "FROM cycles"))
+    assert [r["cycle_no"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 2
+    for r in rows:  # the physics of the simulated 100 MN press
+        assert 85_000 < r["peak_force_kN"] < 105_000
+        assert 2_000 < r["forming_energy_kJ"] < 2_600
+        assert 0.6 < r["impact_velocity_m_s"] < 0.75
+        assert 2_200 < r["blow_energy_kJ"] < 2_700
+        assert 0.8 < r["efficiency"] < 1.05
+        assert 100 < r["contact_time_ms"] < 200
+        assert 0.25 <= r["max_channel_share"] < 0.3
+        assert len(r["samples_sha256"]) == 64 and r["verdict"] in ("ok", "nok")
+    # the cycle time of a blow is filled in when the next one starts
+    assert rows[0]["cycle_time_s"] == pytest.approx(4.5, abs=0.3)
