@@ -23,13 +23,14 @@ async def test_every_polled_sample_lands_in_influxdb_with_the_simulators_values(
     sim = service.simulators["press-01"]
     acq = service.acquisitions[0]
     polls_served = sim.server.served[("holding", 0)]
-    assert acq.status.samples == polls_served > 250
+    # a poll in flight when acquisition is cancelled at stop may be served but never read
+    assert polls_served - 1 <= acq.status.samples <= polls_served and polls_served > 250
     assert service.writer.stats.dropped_lines == 0 and service.writer.stats.rejected_lines == 0
 
     rows = series_rows(await influx.query(
         'SELECT plc_tick, force, "position", flywheel_speed, state_contact '
         'FROM press01_plc WHERE rig = \'press-01\' AND plc_tick >= 0'))
-    assert len(rows) == polls_served
+    assert len(rows) == acq.status.samples
     times = [r["time"] for r in rows]
     assert times == sorted(times) and len(set(times)) == len(times)
     for r in rows:
