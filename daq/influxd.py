@@ -114,8 +114,9 @@ class ManagedInfluxd:
         exe = shutil.which(self.binary)
         if exe is None:
             raise InfluxdMissingError(INSTALL_HINT)
-        self._stop_stale()
-        if self._already_serving():
+        # both may wait (a stale influxd stopping, a ping timing out): not on the event loop
+        await asyncio.to_thread(self._stop_stale)
+        if await asyncio.to_thread(self._already_serving):
             raise RuntimeError(f"something already answers InfluxDB pings at {self.url}; "
                                "stop it or choose another port in [storage.influxdb] url")
         self.data_dir.mkdir(parents=True, exist_ok=True)
