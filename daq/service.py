@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 class Service:
     """Everything ``daq run`` runs besides the HTTP server.
 
-    ``simulate``: start simulators for rigs marked ``simulate = true``.
-    ``influxd_dir`` overrides where a managed influxd keeps its data.
+    ``simulate``: start simulators for rigs marked ``simulate = true``;
+    ``record_sim``: simulators keep every register image they showed (for tests).
     """
 
     def __init__(self, settings: Settings, simulate: bool = True, record_sim: bool = False):
@@ -51,7 +51,7 @@ class Service:
         self.live = LatestValues()
         self.recent_events: deque[Event] = deque(maxlen=500)
         self.influxd: ManagedInfluxd | None = None
-        self.client: InfluxV1Client | None = None
+        self.client: InfluxV1Client | InfluxV2Client | None = None
         self.writer: StorageWriter | None = None
         self.storage_note = "not configured"
         self.simulators: dict[str, ScrewPressSimulator] = {}
