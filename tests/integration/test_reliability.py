@@ -55,19 +55,19 @@ async def test_influxd_outage_of_20_s_loses_nothing(tmp_path):
         db.stop()
 
 
-def _config(tmp_path, influx_url):
-    settings = press_settings(tmp_path, influx_url, "killed", poll_hz=50)
+def _config(tmp_path, influx_url, db):
+    settings = press_settings(tmp_path, influx_url, db, poll_hz=50)
     return settings.path
 
 
-def _count(url: str, q: str) -> list[dict]:
-    r = httpx.get(f"{url}/query", params={"db": "killed", "q": q, "epoch": "ns"}).json()
+def _count(url: str, q: str, db: str) -> list[dict]:
+    r = httpx.get(f"{url}/query", params={"db": db, "q": q, "epoch": "ns"}).json()
     return [dict(zip(s["columns"], v, strict=True)) for res in r["results"]
             for s in res.get("series", []) for v in s["values"]]
 
 
-def test_kill_9_loses_at_most_the_last_commit_and_says_so(tmp_path, influxd):
-    cfg = _config(tmp_path, influxd.url)
+def test_kill_9_loses_at_most_the_last_commit_and_says_so(tmp_path, influxd, database):
+    cfg = _config(tmp_path, influxd.url, database)
     sim = subprocess.Popen([*DAQ, "sim", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
     try:
@@ -90,14 +90,14 @@ def test_kill_9_loses_at_most_the_last_commit_and_says_so(tmp_path, influxd):
         sim.send_signal(signal.SIGTERM)
         sim.wait(30)
     # exactly once: no sample twice, and a gap only around the kill
-    [r] = _count(influxd.url, "SELECT count(sample), min(sample), max(sample) FROM press01_amp")
-    rows = _count(influxd.url, "SELECT sample FROM press01_amp")
+    [r] = _count(influxd.url, "SELECT count(sample), min(sample), max(sample) FROM press01_amp", database)
+    rows = _count(influxd.url, "SELECT sample FROM press01_amp", database)
     samples = [x["sample"] for x in rows]
     assert len(samples) == len(set(samples)) == r["count"]
     missing = (r["max"] - r["min"] + 1) - r["count"]
     # down ≈ 1 s plus start-up; lost from RAM ≤ block (50 ms) + commit interval (200 ms)
     assert 0 < missing < 10_000 * 6
-    events = _count(influxd.url, "SELECT kind, message, gap_s, missing_samples, device FROM events")
+    events = _count(influxd.url, "SELECT kind, message, gap_s, missing_samples, device FROM events", database)
     unclean = [e for e in events if e["kind"] == "unclean_shutdown"]
     assert len(unclean) == 1 and 0.5 < unclean[0]["gap_s"] < 10
     assert abs(killed_at - unclean[0]["time"]) < 10e9
@@ -106,3 +106,48 @@ def test_kill_9_loses_at_most_the_last_commit_and_says_so(tmp_path, influxd):
     assert sum(e["missing_samples"] for e in gaps) == missing
     assert not list((tmp_path / "var" / "spool").glob("*.lp"))
     assert os.path.exists(tmp_path / "var" / "spool")
+
+
+def test_killing_and_restarting_the_simulator_leaves_the_service_up(tmp_path, influxd, database):
+    cfg = _config(tmp_path, influxd.url, database)
+    api_port = int(cfg.read_text().split("port = ")[1].split()[0])
+
+    def start_sim():
+        p = subprocess.Popen([*DAQ, "sim", str(cfg)], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+        while "press01_lube" not in p.stdout.readline():
+            pass
+        return p
+
+    def health():
+        return httpx.get(f"http://127.0.0.1:{api_port}/api/health", timeout=5).json()
+
+    sim = start_sim()
+    run = subprocess.Popen([*DAQ, "run", "--no-sim", str(cfg)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(5.0)
+        assert {d["state"] for d in health()["devices"]} == {"ok"}
+        sim.send_signal(signal.SIGKILL)  # every simulated device vanishes at once
+        sim.wait()
+        time.sleep(3.0)
+        states = {d["device"]: d["state"] for d in health()["devices"]}
+        assert run.poll() is None and "down" in states.values(), states
+        sim = start_sim()
+        for _ in range(100):
+            time.sleep(0.2)
+            states = {d["device"]: d["state"] for d in health()["devices"]}
+            if set(states.values()) == {"ok"}:
+                break
+        assert set(states.values()) == {"ok"}, states   # all flowing again within 20 s
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.wait(60)
+        sim.send_signal(signal.SIGTERM)
+        sim.wait(30)
+    assert run.returncode == 0
+    events = _count(influxd.url, "SELECT kind, message, device FROM events", database)
+    kinds = {(e["kind"], e["device"]) for e in events}
+    for device in ("press01_plc", "press01_amp", "press01_dies", "press01_lube"):
+        assert ("device_fault", device) in kinds and ("device_recovered", device) in kinds, device
+    assert ("counter_reset", "press01_amp") in kinds  # the new simulator counts from 0 again
