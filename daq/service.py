@@ -104,6 +104,8 @@ class Service:
         spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy)
         self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s,
                                     on_commit=self._write_state)
+        if cfg.managed and self.influxd is None:
+            self.writer.healthy = False  # known down from the start: do not report ok meanwhile
         self.writer.start()
 
     async def _start_simulators(self) -> None:

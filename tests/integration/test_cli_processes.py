@@ -96,7 +96,11 @@ def test_daq_run_without_influxd_says_how_to_install_and_keeps_acquiring(tmp_pat
                             stderr=subprocess.STDOUT, text=True, env=env)
     try:
         _wait_latest(api_port, proc)
-        health = httpx.get(f"http://127.0.0.1:{api_port}/api/health").json()
+        for _ in range(50):  # the first commit to the spool comes within a commit interval
+            health = httpx.get(f"http://127.0.0.1:{api_port}/api/health").json()
+            if health["storage"]["spool"]["lines"] > 0:
+                break
+            time.sleep(0.1)
         assert health["devices"][0]["samples"] > 0
         assert "apt-get install influxdb" in health["storage"]["note"]
         assert health["storage"]["healthy"] is False
