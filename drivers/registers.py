@@ -228,13 +228,17 @@ class RegisterCodec:
         for f in self.fields:
             if f.name not in values:
                 continue
-            slot = self._slot[f.name]
-            if f.bit is not None and f.table in ("holding", "input"):
-                mask = 1 << f.bit
-                row[slot] = (int(row[slot]) & ~mask) | (mask if values[f.name] else 0)
-                continue
-            regs = encode_value(f, values[f.name])
-            row[slot : slot + len(regs)] = regs
+            store_value(row, self._slot[f.name], f, values[f.name])
+
+
+def store_value(regs: np.ndarray, at: int, f: RegisterField, value: object) -> None:
+    """Put ``value`` into ``regs`` starting at ``at``; a bit keeps the register's other bits."""
+    if f.bit is not None and f.table in ("holding", "input"):
+        mask = 1 << f.bit
+        regs[at] = (int(regs[at]) & ~mask) | (mask if value else 0)
+        return
+    words = encode_value(f, value)
+    regs[at : at + len(words)] = words
 
 
 def encode_value(f: RegisterField, value: object) -> list[int]:

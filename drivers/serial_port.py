@@ -75,12 +75,3 @@ class SerialPort:
         if not data:
             raise PortClosedError("readable but no data: the other end has gone")
         return data
-
-    def write(self, data: bytes) -> None:
-        """Write (blocking for at most the port's write timeout)."""
-        if self.ser is None:
-            raise PortClosedError("port is not open")
-        try:
-            self.ser.write(data)
-        except (serial.SerialException, OSError) as e:
-            raise PortClosedError(str(e)) from None

@@ -48,27 +48,26 @@ class ServiceCollector:
         for device, n in w.samples_by_device.items():
             stored.add_metric([device], n)
         yield stored
-        s = w.stats
-        yield CounterMetricFamily("rigdaq_lines_written", "Lines InfluxDB confirmed",
-                                  value=s.lines_written)
-        yield CounterMetricFamily("rigdaq_batches_written", "Batches InfluxDB confirmed",
-                                  value=s.batches_written)
-        yield CounterMetricFamily("rigdaq_write_retries", "Writes retried after a failure",
-                                  value=s.retries)
-        yield CounterMetricFamily("rigdaq_write_seconds", "Time spent in confirmed writes",
-                                  value=s.write_seconds_total)
-        yield GaugeMetricFamily("rigdaq_write_latency_seconds", "Latency of the last write",
-                                value=s.last_latency_s)
-        yield CounterMetricFamily("rigdaq_rejected_lines", "Lines InfluxDB refused (kept aside)",
-                                  value=s.rejected_lines)
-        yield CounterMetricFamily("rigdaq_dropped_lines", "Lines lost at the spool bound (should be 0)",
-                                  value=s.dropped_lines)
-        yield GaugeMetricFamily("rigdaq_spool_bytes", "Bytes waiting in the spool", value=w.spool.bytes)
-        yield GaugeMetricFamily("rigdaq_spool_lines", "Lines waiting in the spool", value=w.spool.lines)
-        yield GaugeMetricFamily("rigdaq_spool_batches", "Batches waiting in the spool",
-                                value=len(w.spool.files))
-        yield GaugeMetricFamily("rigdaq_storage_up", "1 while InfluxDB takes writes",
-                                value=1.0 if w.healthy else 0.0)
+        s, sp = w.stats, w.spool
+        counters = [
+            ("rigdaq_lines_written", "Lines InfluxDB confirmed", s.lines_written),
+            ("rigdaq_batches_written", "Batches InfluxDB confirmed", s.batches_written),
+            ("rigdaq_write_retries", "Writes retried after a failure", s.retries),
+            ("rigdaq_write_seconds", "Time spent in confirmed writes", s.write_seconds_total),
+            ("rigdaq_rejected_lines", "Lines InfluxDB refused (kept aside)", s.rejected_lines),
+            ("rigdaq_dropped_lines", "Lines lost at the spool bound (should be 0)", s.dropped_lines),
+        ]
+        gauges = [
+            ("rigdaq_write_latency_seconds", "Latency of the last write", s.last_latency_s),
+            ("rigdaq_spool_bytes", "Bytes waiting in the spool", sp.bytes),
+            ("rigdaq_spool_lines", "Lines waiting in the spool", sp.lines),
+            ("rigdaq_spool_batches", "Batches waiting in the spool", len(sp.files)),
+            ("rigdaq_storage_up", "1 while InfluxDB takes writes", 1.0 if w.healthy else 0.0),
+        ]
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        for name, text, value in gauges:
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

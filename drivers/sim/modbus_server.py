@@ -20,7 +20,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.registers import RegisterField, encode_value
+from drivers.registers import RegisterField, store_value
 from drivers.sim.faults import FaultBoard
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,8 @@ class RegisterImage:
         """Encode engineering values into the image (unknown names are ignored)."""
         for name, value in values.items():
             f = self._by_name.get(name)
-            if f is None:
-                continue
-            arr = self.arrays[f.table]
-            if f.bit is not None and f.table in ("holding", "input"):
-                mask = 1 << f.bit
-                arr[f.address] = (int(arr[f.address]) & ~mask) | (mask if value else 0)
-            else:
-                regs = encode_value(f, value)
-                arr[f.address : f.address + len(regs)] = regs
+            if f is not None:
+                store_value(self.arrays[f.table], f.address, f, value)
 
     def registers(self, table: str) -> list[int]:
         """The table as pymodbus stores it (bits packed 16 to a register, bit 0 first)."""

@@ -153,7 +153,6 @@ class ScrewPressSimulator:
         self.last: dict = {}
         self._task: asyncio.Task | None = None
         self._steps_per_ms = round(1e-3 / self.model.dt)
-        self._frozen = False
 
     # -- endpoints -----------------------------------------------------------------------
     def endpoints(self) -> dict[str, str]:
