@@ -10,13 +10,17 @@ above ``threshold`` and left when it falls below ``threshold − hysteresis``.
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.integrate import trapezoid
 from scipy.signal import savgol_filter
+
+from analysis.result import CycleAnalysis, judge, samples_hash
+
+__all__ = ["METRICS", "VERSION", "BlowResult", "Envelope", "PressParams", "analyse", "contacts",
+           "envelope_reasons", "judge", "samples_hash"]
 
 VERSION = "press-1.0"
 
@@ -36,20 +40,44 @@ class PressParams:
     ram_mass_kg: float = 0.0
     screw_lead_m: float = 1.0
     velocity_window_s: float = 0.005  # Savitzky–Golay window for the ram speed
+    min_contact_s: float = 0.0  # shorter contacts are spikes, not blows
+    blows_per_part: int = 1  # a multi-blow forging: this many blows make one part (0: no count)
+    part_gap_s: float = math.inf  # a pause longer than this between blows starts a new part
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Force band over ram position (kN over mm); outside the positions it does not apply."""
+
+    position_mm: tuple[float, ...]
+    force_min_kN: tuple[float, ...]
+    force_max_kN: tuple[float, ...]
+
+
+class PartCounter:
+    """Counts blows into parts: ``blows_per_part`` blows, or a long pause, close a part."""
+
+    def __init__(self, blows_per_part: int = 1, part_gap_s: float = math.inf):
+        self.blows_per_part, self.part_gap_s = blows_per_part, part_gap_s
+        self.part, self.blow, self._last_end_s = 0, 0, -math.inf
+
+    def next(self, start_s: float, end_s: float) -> tuple[int, int]:
+        """(part, blow in part) of a blow, 1-based."""
+        full = self.blows_per_part > 0 and self.blow >= self.blows_per_part
+        if self.part == 0 or full or start_s - self._last_end_s > self.part_gap_s:
+            self.part, self.blow = self.part + 1, 0
+        self.blow += 1
+        self._last_end_s = end_s
+        return self.part, self.blow
 
 
 @dataclass
-class BlowResult:
-    """One blow: metrics (None where a channel was missing), where it was, and provenance."""
+class BlowResult(CycleAnalysis):
+    """One blow; ``part`` and ``blow_in_part`` count multi-blow forgings (1-based)."""
 
-    index: int
-    start_s: float
-    end_s: float
-    metrics: dict[str, float | None]
-    samples_sha256: str
     version: str = VERSION
-    verdict: str = "ok"
-    reasons: list[str] = field(default_factory=list)
+    part: int = 1
+    blow_in_part: int = 1
 
 
 def contacts(force_kN: np.ndarray, threshold: float, hysteresis: float = 0.0) -> list[tuple[int, int]]:
@@ -74,16 +102,6 @@ def contacts(force_kN: np.ndarray, threshold: float, hysteresis: float = 0.0) ->
     return out
 
 
-def samples_hash(time_s: np.ndarray, channels: dict[str, np.ndarray]) -> str:
-    """SHA-256 of the samples: time then each channel in name order, float64 little-endian."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(time_s, dtype="<f8").tobytes())
-    for name in sorted(channels):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(channels[name], dtype="<f8").tobytes())
-    return h.hexdigest()
-
-
 def _ram_speed_m_s(time_s: np.ndarray, position_mm: np.ndarray, at: int, window_s: float) -> float:
     """Ram speed at sample ``at`` from a Savitzky–Golay derivative of position."""
     dt = float(np.median(np.diff(time_s)))
@@ -104,7 +122,9 @@ def analyse(time_s: np.ndarray, channels: dict[str, np.ndarray], p: PressParams)
     pos = channels.get("position")
     speed = channels.get("flywheel_speed")
     parts = [channels[f"force_{i}"] for i in range(1, 5) if f"force_{i}" in channels]
-    blows = contacts(force, p.contact_threshold_kN, p.contact_hysteresis_kN)
+    blows = [(s, e) for s, e in contacts(force, p.contact_threshold_kN, p.contact_hysteresis_kN)
+             if t[e] - t[s] >= p.min_contact_s]
+    parts_of = PartCounter(p.blows_per_part, p.part_gap_s)
     results = []
     for k, (s, e) in enumerate(blows):
         nxt = blows[k + 1][0] if k + 1 < len(blows) else len(t)
@@ -135,22 +155,32 @@ def analyse(time_s: np.ndarray, channels: dict[str, np.ndarray], p: PressParams)
             total = peaks.sum()
             m["max_channel_share"] = float(peaks.max() / total) if total > 0 else None
         used = {k2: np.asarray(v2)[window] for k2, v2 in channels.items()}
-        results.append(BlowResult(k, float(t[s]), float(t[e]), m, samples_hash(t[window], used)))
+        part, blow = parts_of.next(float(t[s]), float(t[e]))
+        results.append(BlowResult(k, float(t[s]), float(t[e]), m, samples_hash(t[window], used),
+                                  part=part, blow_in_part=blow))
     return results
 
 
-def judge(result: BlowResult, limits: dict[str, dict[str, float]]) -> BlowResult:
-    """Set the verdict: ``nok`` with every violated limit named, else ``ok``."""
+def envelope_reasons(time_s: np.ndarray, position_mm: np.ndarray | None, force_kN: np.ndarray,
+                     result: BlowResult, env: Envelope | None) -> list[str]:
+    """Where the contact's force left the band, as one reason per side (empty if inside)."""
+    if env is None:
+        return []
+    if position_mm is None:
+        return ["envelope: no position channel to check the force–position band against"]
+    t = np.asarray(time_s)
+    sel = (t >= result.start_s) & (t <= result.end_s)
+    x, f = np.asarray(position_mm, dtype=np.float64)[sel], np.asarray(force_kN, dtype=np.float64)[sel]
+    xs = np.asarray(env.position_mm)
+    inside = (x >= xs[0]) & (x <= xs[-1])
+    x, f = x[inside], f[inside]
+    lo, hi = np.interp(x, xs, env.force_min_kN), np.interp(x, xs, env.force_max_kN)
     reasons = []
-    for name, lim in limits.items():
-        v = result.metrics.get(name)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            reasons.append(f"{name}: no value to check against its limits")
-            continue
-        if "min" in lim and v < lim["min"]:
-            reasons.append(f"{name} = {v:.6g} below min {lim['min']:.6g}")
-        if "max" in lim and v > lim["max"]:
-            reasons.append(f"{name} = {v:.6g} above max {lim['max']:.6g}")
-    result.reasons = reasons
-    result.verdict = "nok" if reasons else "ok"
-    return result
+    sides = (("above the band's max", f > hi, f - hi), ("below the band's min", f < lo, lo - f))
+    for name, bad, excess in sides:
+        if bad.any():
+            worst = int(np.argmax(np.where(bad, excess, -np.inf)))
+            bound = hi[worst] if f[worst] > hi[worst] else lo[worst]
+            reasons.append(f"envelope: force {name} at {int(bad.sum())} samples; worst "
+                           f"{f[worst]:.6g} kN at {x[worst]:.6g} mm (limit {bound:.6g} kN)")
+    return reasons

@@ -212,11 +212,25 @@ def _clean(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+def _analyse_recording(rig, t, channels) -> list:
+    """Every cycle of a recording, judged against the rig's limits (and envelope)."""
+    if rig.kind == "srm_rig":
+        from analysis.srm import analyse, judge
+        from daq.cycles import srm_params
+
+        return [judge(r, rig.limit_dicts()) for r in analyse(t, channels, srm_params(rig))]
+    from analysis.press import analyse, envelope_reasons, judge
+    from daq.cycles import press_envelope, press_params
+
+    env = press_envelope(rig)
+    return [judge(r, rig.limit_dicts(),
+                  envelope_reasons(t, channels.get("position"), channels["force"], r, env))
+            for r in analyse(t, channels, press_params(rig))]
+
+
 def cmd_analyse(args) -> int:
     """Offline analysis of a recorded CSV with a rig's parameters and limits."""
-    from analysis.press import analyse, judge
     from daq.config import ConfigError, load_rig
-    from daq.cycles import press_params
     from daq.recording import RecordingError, read_csv
 
     try:
@@ -225,28 +239,41 @@ def cmd_analyse(args) -> int:
         for p in e.problems:
             print(p, file=sys.stderr)
         return EXIT_CONFIG
+    required = ("force",) if rig.kind == "screw_press" else ("speed", "torque")
     try:
-        t, channels = read_csv(args.csv, required=("force",))
+        t, channels = read_csv(args.csv, required=required)
     except RecordingError as e:
         print(f"rigdaq: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    limits = {k: v.as_dict() for k, v in rig.limits.items()}
-    results = [judge(r, limits) for r in analyse(t, channels, press_params(rig))]
+    results = _analyse_recording(rig, t, channels)
+    what = "blow" if rig.kind == "screw_press" else "step"
     if args.json:
-        print(json.dumps({"rig": rig.name, "cycles": [
-            {"cycle": r.index + 1, "start_s": r.start_s, "end_s": r.end_s,
-             "metrics": {k: _clean(v) for k, v in r.metrics.items()}, "verdict": r.verdict,
-             "reasons": r.reasons, "version": r.version, "samples_sha256": r.samples_sha256}
-            for r in results]}, indent=2))
+        out = []
+        for r in results:
+            item = {"cycle": r.index + 1, "start_s": r.start_s, "end_s": r.end_s,
+                    "metrics": {k: _clean(v) for k, v in r.metrics.items()}, "verdict": r.verdict,
+                    "reasons": r.reasons, "version": r.version, "samples_sha256": r.samples_sha256}
+            if what == "blow":
+                item.update(part=r.part, blow_in_part=r.blow_in_part)
+            else:
+                item.update(step=r.step, revolutions=r.revolutions)
+            out.append(item)
+        print(json.dumps({"rig": rig.name, "kind": rig.kind, "cycles": out}, indent=2))
         return 0
     if not results:
-        print(f"no blow in {args.csv}: force never rose above the contact threshold "
-              f"({rig.parameters.contact_threshold_kN:g} kN)")
+        if what == "blow":
+            print(f"no blow in {args.csv}: force never rose above the contact threshold "
+                  f"({rig.parameters.contact_threshold_kN:g} kN)")
+        else:
+            print(f"no test step in {args.csv} is long enough: each needs "
+                  f"{rig.segmentation.settle_s:g} s to settle plus {rig.segmentation.min_steady_s:g} s")
         return 0
     for r in results:
-        print(f"blow {r.index + 1}: {r.start_s:.4f}–{r.end_s:.4f} s  verdict {r.verdict.upper()}")
+        label = (f"blow {r.index + 1} (part {r.part}, blow {r.blow_in_part})" if what == "blow"
+                 else f"step {r.step} ({r.revolutions} revolutions)")
+        print(f"{label}: {r.start_s:.4f}–{r.end_s:.4f} s  verdict {r.verdict.upper()}")
         for k, v in r.metrics.items():
-            print(f"  {k:22s} {'—' if v is None else f'{v:.6g}'}")
+            print(f"  {k:28s} {'—' if v is None else f'{v:.6g}'}")
         for reason in r.reasons:
             print(f"  ! {reason}")
         print(f"  analysis {r.version}, samples sha256 {r.samples_sha256}")

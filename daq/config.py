@@ -11,12 +11,13 @@ import itertools
 import logging
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analysis.press import METRICS as PRESS_METRICS
+from analysis.srm import METRICS as SRM_METRICS
 from drivers.modbus import silent_interval_s
 from drivers.registers import BYTE_ORDERS, TYPES, RegisterField, plan_reads
 from drivers.stream import StreamChannel
@@ -338,29 +339,63 @@ class Limit(Strict):
         return {k: v for k, v in (("min", self.min), ("max", self.max)) if v is not None}
 
 
-class Rig(Strict):
-    """One rig file: what the equipment is, its devices and its limits."""
+class PressSegmentation(Strict):
+    """How blows are cut out of the force stream and counted into parts."""
+
+    pre_s: float = Field(default=0.3, ge=0, le=5, description="kept before contact (impact speed)")
+    post_s: float = Field(default=0.1, ge=0, le=5, description="kept after contact")
+    min_contact_ms: float = Field(default=5.0, ge=0, description="shorter contacts are spikes")
+    blows_per_part: int = Field(default=1, ge=0, description="multi-blow forging; 0: count by pause only")
+    part_gap_s: float | None = Field(default=None, gt=0, description="a longer pause starts a new part")
+
+
+class Envelope(Strict):
+    """Force–position band for the contact: force must stay between min and max (kN over mm)."""
+
+    position_mm: list[float] = Field(min_length=2)
+    force_min_kN: list[float]
+    force_max_kN: list[float]
+
+    @model_validator(mode="after")
+    def _shape(self) -> Envelope:
+        n = len(self.position_mm)
+        if len(self.force_min_kN) != n or len(self.force_max_kN) != n:
+            raise ValueError(f"position_mm, force_min_kN and force_max_kN need the same length ({n})")
+        if any(b <= a for a, b in itertools.pairwise(self.position_mm)):
+            raise ValueError("position_mm must increase")
+        bad = [x for x, lo, hi in zip(self.position_mm, self.force_min_kN, self.force_max_kN, strict=True)
+               if lo > hi]
+        if bad:
+            raise ValueError(f"force_min_kN is above force_max_kN at {', '.join(f'{x:g} mm' for x in bad)}")
+        return self
+
+
+class RigBase(Strict):
+    """What every rig file has: name, devices, simulation, limits."""
 
     name: Name
-    kind: Literal["screw_press"]
     simulate: bool = False
     description: str = ""
-    parameters: ScrewPressParameters
     devices: list[Annotated[ModbusTcpDevice | ModbusRtuDevice | SerialStreamDevice,
                             Field(discriminator="transport")]] = Field(min_length=1)
     simulation: SimulationSettings = SimulationSettings()
     limits: dict[str, Limit] = Field(default_factory=dict, description="metric → acceptance limits")
+    METRICS: ClassVar[tuple[str, ...]] = ()
 
     @field_validator("limits")
     @classmethod
     def _known_metrics(cls, limits: dict[str, Limit]) -> dict[str, Limit]:
-        unknown = sorted(set(limits) - set(PRESS_METRICS))
+        unknown = sorted(set(limits) - set(cls.METRICS))
         if unknown:
-            raise ValueError(f"no such metric: {', '.join(unknown)}; metrics are {', '.join(PRESS_METRICS)}")
+            raise ValueError(f"no such metric: {', '.join(unknown)}; metrics are {', '.join(cls.METRICS)}")
         return limits
 
+    def limit_dicts(self) -> dict[str, dict[str, float]]:
+        """Limits as the analysis takes them."""
+        return {k: v.as_dict() for k, v in self.limits.items()}
+
     @model_validator(mode="after")
-    def _unique_devices(self) -> Rig:
+    def _unique_devices(self) -> RigBase:
         names = [d.name for d in self.devices]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -384,6 +419,104 @@ class Rig(Strict):
             if f.device not in names:
                 raise ValueError(f"simulation.faults: no device {f.device!r}; devices: {', '.join(names)}")
         return self
+
+
+class PressRig(RigBase):
+    """An electric screw press."""
+
+    kind: Literal["screw_press"]
+    parameters: ScrewPressParameters
+    segmentation: PressSegmentation = PressSegmentation()
+    envelope: Envelope | None = None
+    METRICS: ClassVar[tuple[str, ...]] = PRESS_METRICS
+
+
+class SrmParameters(Strict):
+    """A switched-reluctance motor on a dynamometer (SI units unless the name says)."""
+
+    phases: Literal[4] = 4
+    stator_poles: Literal[8] = 8
+    rotor_poles: Literal[6] = 6
+    phase_resistance_ohm: float = Field(gt=0, description="per phase, at 20 °C")
+    aligned_inductance_mH: float = Field(gt=0, description="unsaturated, rotor aligned")
+    unaligned_inductance_mH: float = Field(gt=0)
+    saturated_inductance_mH: float = Field(gt=0, description="aligned, deep in saturation")
+    saturation_flux_Wb: float = Field(gt=0, description="knee of the aligned ψ(i) curve")
+    inertia_kg_m2: float = Field(gt=0, description="rotor + coupling + dynamometer")
+    friction_Nm_per_krpm: float = Field(default=0.3, ge=0, description="viscous bearing + windage")
+    dc_voltage_V: float = Field(gt=0)
+    current_limit_A: float = Field(gt=0)
+    hysteresis_band_A: float = Field(default=1.0, gt=0)
+    turn_on_deg: float = Field(default=-5.0, description="electrical deg, 0 = unaligned")
+    turn_off_deg: float = Field(default=150.0, description="electrical deg, 180 = aligned")
+    rated_speed_rpm: float = Field(gt=0)
+    rated_torque_Nm: float = Field(gt=0)
+    thermal_resistance_K_W: float = Field(default=0.15, gt=0, description="winding to ambient")
+    thermal_time_constant_s: float = Field(default=600.0, gt=0)
+    ambient_C: float = 25.0
+
+    @model_validator(mode="after")
+    def _inductances(self) -> SrmParameters:
+        if not self.unaligned_inductance_mH < self.aligned_inductance_mH:
+            raise ValueError("aligned_inductance_mH must be above unaligned_inductance_mH")
+        if not self.saturated_inductance_mH < self.aligned_inductance_mH:
+            raise ValueError("saturated_inductance_mH must be below aligned_inductance_mH")
+        if not self.turn_on_deg < self.turn_off_deg < self.turn_on_deg + 360:
+            raise ValueError("turn_off_deg must follow turn_on_deg within one electrical period")
+        return self
+
+
+class SrmSegmentation(Strict):
+    """How test steps are cut: settle after the step change, then whole revolutions."""
+
+    settle_s: float = Field(default=0.5, ge=0, le=60)
+    min_steady_s: float = Field(default=0.2, gt=0)
+
+
+class SequenceStep(Strict):
+    """One operating point of a test sequence (or a locked-rotor characterisation)."""
+
+    kind: Literal["operating_point", "locked_rotor"] = "operating_point"
+    speed_rpm: float = Field(default=0.0, ge=0)
+    torque_Nm: float = Field(default=0.0, ge=0)
+    hold_s: float = Field(default=2.0, gt=0, le=3600)
+    angles_deg: list[float] = Field(default_factory=list, description="locked rotor: electrical deg")
+    voltage_V: float = Field(default=60.0, gt=0, description="locked rotor: pulse voltage")
+    pulse_ms: float = Field(default=20.0, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SequenceStep:
+        if self.kind == "locked_rotor" and not self.angles_deg:
+            raise ValueError("a locked_rotor step needs angles_deg")
+        if self.kind == "operating_point" and self.speed_rpm <= 0:
+            raise ValueError("an operating point needs speed_rpm > 0")
+        return self
+
+
+class SrmRig(RigBase):
+    """A switched-reluctance motor test rig."""
+
+    kind: Literal["srm_rig"]
+    parameters: SrmParameters
+    segmentation: SrmSegmentation = SrmSegmentation()
+    sequence: list[SequenceStep] = Field(default_factory=list, description="the test sequence")
+    METRICS: ClassVar[tuple[str, ...]] = SRM_METRICS
+
+    @model_validator(mode="after")
+    def _sequence_in_range(self) -> SrmRig:
+        p = self.parameters
+        for k, st in enumerate(self.sequence):
+            if st.speed_rpm > 2 * p.rated_speed_rpm:
+                raise ValueError(f"sequence[{k}]: speed_rpm {st.speed_rpm:g} is over twice the rated "
+                                 f"{p.rated_speed_rpm:g} rpm")
+            if st.torque_Nm > 1.5 * p.rated_torque_Nm:
+                raise ValueError(f"sequence[{k}]: torque_Nm {st.torque_Nm:g} is over 1.5× the rated "
+                                 f"{p.rated_torque_Nm:g} N·m")
+        return self
+
+
+Rig = PressRig | SrmRig
+RIG_KINDS = {"screw_press": PressRig, "srm_rig": SrmRig}
 
 
 class InfluxSettings(Strict):
@@ -534,8 +667,12 @@ def load_rig(path: str | Path) -> Rig:
     """Load and validate one rig file, raising :class:`ConfigError` with every problem."""
     path = Path(path)
     data = _read_toml(path)
+    kind = data.get("kind")
+    model = RIG_KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise ConfigError([f"{path}: kind: must be one of {', '.join(RIG_KINDS)} (got {kind!r})"])
     try:
-        return Rig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_problems(path, e, data)) from None
 

@@ -1,4 +1,10 @@
-"""The simulated screw press: one physics model behind its PLC and its force amplifier.
+"""Simulated rigs: one physics model behind every face (Modbus TCP, RTU, serial stream).
+
+:class:`RigSimulator` runs any model with ``dt``, ``step_count`` and
+``advance(n) -> {channel: array}`` in rig-clock real time and serves it on every face;
+:class:`ScrewPressSimulator` adds the press's PLC-only values.
+
+The press:
 
 * The PLC answers Modbus TCP from a register image updated every PLC scan (5 ms).
 * The force amplifier streams every model step (10 kHz) as binary frames on a pty.
@@ -105,23 +111,23 @@ class _StreamOut:
         self.sent += len(seq)
 
 
-class ScrewPressSimulator:
-    """Runs the press model in (rig-clock) real time and serves it on every face.
+class RigSimulator:
+    """Runs a model in (rig-clock) real time and serves it on every face.
 
-    With ``record=True`` every published PLC image is kept in ``history``
+    With ``record=True`` every published register image is kept in ``history``
     (plc_tick → values) so tests can compare what was acquired with what was shown.
     """
 
-    def __init__(self, params: PressParameters, plcs: list[PlcFace] = (),
-                 streams: list[StreamFace] = (), rtus: list[RtuFace] = (), seed: int = 1,
-                 scan_s: float = 0.005,
-                 clock_ppm: float = 0.0, record: bool = False, recipe: str = "DIE-A113"):
-        self.model = ScrewPressModel(params, seed=seed)
+    task_name = "rig-sim"
+
+    def __init__(self, model, plcs: list[PlcFace] = (), streams: list[StreamFace] = (),
+                 rtus: list[RtuFace] = (), seed: int = 1, scan_s: float = 0.005,
+                 clock_ppm: float = 0.0, record: bool = False):
+        self.model = model
         self.rng = np.random.default_rng(seed + 1000)
         self.faults = FaultBoard()
         self.scan_s = scan_s
         self.clock_ppm = clock_ppm
-        self.recipe = recipe
         self.images: dict[str, RegisterImage] = {}
         self.servers: dict[str, ModbusSimServer] = {}
         for face in plcs:
@@ -146,7 +152,7 @@ class ScrewPressSimulator:
         for face in streams:
             every = round(rate / face.rate_hz)
             if every < 1 or abs(rate / every - face.rate_hz) > 1e-6 * face.rate_hz:
-                raise ValueError(f"{face.name}: the press model steps at {rate:g} Hz; a stream "
+                raise ValueError(f"{face.name}: the model steps at {rate:g} Hz; a stream "
                                  f"rate must divide it (got {face.rate_hz:g} Hz)")
             self.streams[face.name] = _StreamOut(face, every)
         self.history: dict[int, dict] | None = {} if record else None
@@ -182,35 +188,22 @@ class ScrewPressSimulator:
         return next(iter(self.images.values()))
 
     # -- model clock -----------------------------------------------------------------------
+    def _register_values(self, values: dict) -> dict:
+        """Values only the register faces show, besides the model's channels."""
+        return {}
+
     def _publish(self, first_step: int, sample: dict) -> None:
-        m = self.model
         for out in self.streams.values():
             out.emit(first_step, sample, self.faults, self.rng)
         values = {name: float(arr[-1]) for name, arr in sample.items()}
-        values.update(m.state_bits)
-        values["blow_count"] = m.blow_count
-        values["plc_tick"] = m.step_count // self._steps_per_ms
-        values["motor_energy"] = m.energy_J / 1e3
-        values["recipe"] = self.recipe
-        values.update(self._auxiliaries(values))
+        values["plc_tick"] = self.model.step_count // self._steps_per_ms
+        values.update(self._register_values(values))
         for name, image in self.images.items():
             if not self.faults.active(name, "stuck"):
                 image.set(values)
         self.last = values
         if self.history is not None:
             self.history[values["plc_tick"]] = values
-
-    def _auxiliaries(self, v: dict) -> dict:
-        """Die heater controller and lube unit, derived from the model's state."""
-        die = v["die_temperature"]
-        return {
-            "upper_die_temperature": die + 3.0,
-            "lower_die_temperature": die - 4.0,
-            "die_heater_power": min(100.0, max(0.0, (260.0 - die) * 8.0)),
-            "oil_temperature": 42.0 + 8.0 * (1 - np.exp(-self.model.blow_count / 40.0)),
-            "oil_pressure": 180.0 if v["state_running"] else 35.0,
-            "lube_pump_running": True,
-        }
 
     def _advance(self, n: int) -> None:
         first = self.model.step_count
@@ -257,7 +250,7 @@ class ScrewPressSimulator:
     def resume(self) -> None:
         """Let the model run on from where it was paused."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="press-sim")
+            self._task = asyncio.create_task(self._run(), name=self.task_name)
 
     async def start(self) -> None:
         """Publish the first image, open every face, start the model clock."""
@@ -295,3 +288,36 @@ class ScrewPressSimulator:
         for pair, server in self.lines.values():
             await server.stop()
             pair.close()
+
+
+class ScrewPressSimulator(RigSimulator):
+    """The screw press: its model, plus the PLC's counters, recipe and auxiliary units."""
+
+    task_name = "press-sim"
+
+    def __init__(self, params: PressParameters, plcs: list[PlcFace] = (),
+                 streams: list[StreamFace] = (), rtus: list[RtuFace] = (), seed: int = 1,
+                 scan_s: float = 0.005, clock_ppm: float = 0.0, record: bool = False,
+                 recipe: str = "DIE-A113"):
+        self.recipe = recipe
+        super().__init__(ScrewPressModel(params, seed=seed), plcs, streams, rtus, seed, scan_s,
+                         clock_ppm, record)
+
+    def _register_values(self, values: dict) -> dict:
+        m = self.model
+        out: dict = dict(m.state_bits)
+        out.update(blow_count=m.blow_count, motor_energy=m.energy_J / 1e3, recipe=self.recipe)
+        out.update(self._auxiliaries({**values, **out}))
+        return out
+
+    def _auxiliaries(self, v: dict) -> dict:
+        """Die heater controller and lube unit, derived from the model's state."""
+        die = v["die_temperature"]
+        return {
+            "upper_die_temperature": die + 3.0,
+            "lower_die_temperature": die - 4.0,
+            "die_heater_power": min(100.0, max(0.0, (260.0 - die) * 8.0)),
+            "oil_temperature": 42.0 + 8.0 * (1 - np.exp(-self.model.blow_count / 40.0)),
+            "oil_pressure": 180.0 if v["state_running"] else 35.0,
+            "lube_pump_running": True,
+        }

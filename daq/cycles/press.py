@@ -14,52 +14,17 @@ only when the next blow begins, so it is sent then, as an update of the same poi
 from __future__ import annotations
 
 import logging
-from collections import deque
-from dataclasses import dataclass, field
+import math
 
 import numpy as np
 
-from analysis.press import PressParams, analyse, judge
+from analysis.press import Envelope, PartCounter, PressParams, analyse, envelope_reasons, judge
+from analysis.result import limit_reasons
 from daq.bus import SampleBus
+from daq.cycles.result import CycleResult, Series
 from drivers.block import Block
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CycleResult:
-    """One analysed cycle, as stored and shown."""
-
-    rig: str
-    cycle_no: int
-    t_ns: int  # contact start
-    verdict: str
-    metrics: dict[str, float | None]
-    reasons: list[str] = field(default_factory=list)
-    version: str = ""
-    samples_sha256: str = ""
-    run: str = ""
-
-
-class _Series:
-    """A bounded (time, value) history of one channel."""
-
-    def __init__(self, keep_s: float):
-        self.keep_ns = int(keep_s * 1e9)
-        self.t: deque[np.ndarray] = deque()
-        self.v: deque[np.ndarray] = deque()
-
-    def add(self, t: np.ndarray, v: np.ndarray) -> None:
-        self.t.append(t)
-        self.v.append(np.asarray(v, dtype=np.float64))
-        while len(self.t) > 1 and self.t[0][-1] < t[-1] - self.keep_ns:
-            self.t.popleft()
-            self.v.popleft()
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.t:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return np.concatenate(self.t), np.concatenate(self.v)
 
 
 class PressCycleTracker:
@@ -68,12 +33,14 @@ class PressCycleTracker:
     ANALYSIS_CHANNELS = ("force", "position", "force_1", "force_2", "force_3", "force_4")
 
     def __init__(self, rig: str, master: str, params: PressParams, limits: dict[str, dict[str, float]],
-                 bus: SampleBus, pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0):
+                 bus: SampleBus, pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
+                 envelope: Envelope | None = None):
         self.rig, self.master = rig, master
-        self.params, self.limits = params, limits
+        self.params, self.limits, self.envelope = params, limits, envelope
+        self.parts = PartCounter(params.blows_per_part, params.part_gap_s)
         self.bus = bus
         self.pre_ns, self.post_ns = int(pre_s * 1e9), int(post_s * 1e9)
-        self.series: dict[str, _Series] = {}
+        self.series: dict[str, Series] = {}
         self.keep_s = keep_s
         self.cycle_no = 0
         self.last: CycleResult | None = None
@@ -87,7 +54,7 @@ class PressCycleTracker:
             wanted = block.device == self.master or name in ("flywheel_speed", "force")
             if col.dtype.kind in "fiu" and wanted:
                 key = name if block.device == self.master else f"{block.device}:{name}"
-                self.series.setdefault(key, _Series(self.keep_s)).add(block.t_ns, col)
+                self.series.setdefault(key, Series(self.keep_s)).add(block.t_ns, col)
 
     def feed(self, rig: str, block: Block) -> None:
         """Take a block of this rig; analyse any blow it completes."""
@@ -108,6 +75,7 @@ class PressCycleTracker:
                 self._in_contact, self._contact_start, self._contact_end = True, int(t[i]), None
                 if self.last is not None and self.last.metrics.get("cycle_time_s") is None:
                     self.last.metrics["cycle_time_s"] = (self._contact_start - self.last.t_ns) / 1e9
+                    self._judge_cycle_time(self.last)
                     self.bus.publish(self.last)  # the same point again, now with its cycle time
             else:
                 ends = np.flatnonzero(f[i:] < p.contact_threshold_kN - p.contact_hysteresis_kN)
@@ -119,6 +87,14 @@ class PressCycleTracker:
         if done and t[-1] >= self._contact_end + self.post_ns:
             self._analyse(self._contact_start - self.pre_ns, self._contact_end + self.post_ns)
             self._contact_end = None
+
+    def _judge_cycle_time(self, c: CycleResult) -> None:
+        """The cycle-time limit can only be checked once the next blow has started."""
+        lim = self.limits.get("cycle_time_s")
+        if lim:
+            c.reasons = [*c.reasons, *limit_reasons({"cycle_time_s": c.metrics["cycle_time_s"]},
+                                                    {"cycle_time_s": lim})]
+            c.verdict = "nok" if c.reasons else "ok"
 
     def _speed_at_contact(self, key: str, start_ns: int) -> float | None:
         """Flywheel speed at contact start, from the device that reports it.
@@ -161,11 +137,18 @@ class PressCycleTracker:
         results = analyse(t_s, chans, self.params)
         if not results:
             return
-        r = judge(results[0], self.limits)
+        r = results[0]
         r.metrics["cycle_time_s"] = None  # known when the next blow starts
+        judge(r, {k: v for k, v in self.limits.items() if k != "cycle_time_s"},
+              envelope_reasons(t_s, chans.get("position"), chans["force"], r, self.envelope))
         self.cycle_no += 1
-        result = CycleResult(self.rig, self.cycle_no, int(t_ns[0] + r.start_s * 1e9), r.verdict,
-                             dict(r.metrics), r.reasons, r.version, r.samples_sha256, self.run)
+        start_ns = int(t_ns[0] + r.start_s * 1e9)
+        part, blow = self.parts.next(start_ns / 1e9, t_ns[0] / 1e9 + r.end_s)
+        result = CycleResult(self.rig, self.cycle_no, start_ns, r.verdict, dict(r.metrics), r.reasons,
+                             r.version, r.samples_sha256, self.run, kind="screw_press",
+                             end_ns=int(t_ns[0] + r.end_s * 1e9),
+                             info={"part": part, "blow_in_part": blow},
+                             samples=(t_ns, chans))
         self.last = result
         log.info("%s: blow %d %s (peak %.0f kN, forming %.0f kJ)%s", self.rig, self.cycle_no,
                  r.verdict.upper(), r.metrics["peak_force_kN"] or 0, r.metrics["forming_energy_kJ"] or 0,
@@ -175,22 +158,25 @@ class PressCycleTracker:
 
 def press_params(rig) -> PressParams:
     """Analysis parameters from a screw-press rig file."""
-    p = rig.parameters
+    p, seg = rig.parameters, rig.segmentation
     return PressParams(contact_threshold_kN=p.contact_threshold_kN,
                        contact_hysteresis_kN=p.contact_hysteresis_kN,
                        flywheel_inertia_kg_m2=p.flywheel_inertia_kg_m2, ram_mass_kg=p.ram_mass_kg,
-                       screw_lead_m=p.screw_lead_m)
+                       screw_lead_m=p.screw_lead_m, min_contact_s=seg.min_contact_ms / 1e3,
+                       blows_per_part=seg.blows_per_part,
+                       part_gap_s=seg.part_gap_s if seg.part_gap_s is not None else math.inf)
 
 
-def tracker_for(rig, bus: SampleBus) -> PressCycleTracker | None:
-    """A tracker on the rig's fastest device carrying ``force``, or None if it has none."""
-    best, rate = None, 0.0
-    for d in rig.devices:
-        names = d.channel_units()
-        hz = getattr(d, "sample_rate_hz", None) or getattr(d, "poll_hz", 0.0)
-        if "force" in names and hz > rate:
-            best, rate = d.name, hz
-    if best is None:
+def press_envelope(rig) -> Envelope | None:
+    """The rig file's force–position band, as the analysis takes it."""
+    e = rig.envelope
+    if e is None:
         return None
-    limits = {k: v.as_dict() for k, v in rig.limits.items()}
-    return PressCycleTracker(rig.name, best, press_params(rig), limits, bus)
+    return Envelope(tuple(e.position_mm), tuple(e.force_min_kN), tuple(e.force_max_kN))
+
+
+def press_tracker(rig, master: str, bus: SampleBus) -> PressCycleTracker:
+    """A blow tracker for a press rig file, on its master stream."""
+    seg = rig.segmentation
+    return PressCycleTracker(rig.name, master, press_params(rig), rig.limit_dicts(), bus,
+                             pre_s=seg.pre_s, post_s=seg.post_s, envelope=press_envelope(rig))

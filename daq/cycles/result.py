@@ -1,0 +1,62 @@
+"""What a live segmenter produces, and the bounded channel history it cuts from."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class CycleResult:
+    """One analysed cycle (a blow or a test step), as stored, catalogued and shown.
+
+    ``samples`` — (t_ns, {channel: values}) the analysis used — is archived in the
+    catalogue, not written to InfluxDB. ``info`` holds what identifies the cycle
+    besides its number (part and blow in part; test step and set-points).
+    """
+
+    rig: str
+    cycle_no: int
+    t_ns: int  # cycle start (contact start; steady window start)
+    verdict: str
+    metrics: dict[str, float | None]
+    reasons: list[str] = field(default_factory=list)
+    version: str = ""
+    samples_sha256: str = ""
+    run: str = ""
+    kind: str = ""
+    end_ns: int = 0
+    info: dict[str, float | int | str] = field(default_factory=dict)
+    samples: tuple[np.ndarray, dict[str, np.ndarray]] | None = field(default=None, repr=False)
+    id: int | None = None  # catalogue id, once filed
+
+
+class Series:
+    """A bounded (time, value) history of one channel."""
+
+    def __init__(self, keep_s: float):
+        self.keep_ns = int(keep_s * 1e9)
+        self.t: deque[np.ndarray] = deque()
+        self.v: deque[np.ndarray] = deque()
+
+    def add(self, t: np.ndarray, v: np.ndarray) -> None:
+        """Append a block; forget what is older than ``keep_s``."""
+        self.t.append(t)
+        self.v.append(np.asarray(v, dtype=np.float64))
+        while len(self.t) > 1 and self.t[0][-1] < t[-1] - self.keep_ns:
+            self.t.popleft()
+            self.v.popleft()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Everything kept, as (t_ns, values)."""
+        if not self.t:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return np.concatenate(self.t), np.concatenate(self.v)
+
+    def between(self, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """Samples with start ≤ t < end."""
+        t, v = self.arrays()
+        sel = (t >= start_ns) & (t < end_ns)
+        return t[sel], v[sel]
