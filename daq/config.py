@@ -301,6 +301,8 @@ class SimulationSettings(Strict):
     seed: int = 1
     clock_ppm: float = Field(default=0.0, ge=-1000, le=1000, description="rig clock error vs host")
     faults: list[ScheduledFault] = Field(default_factory=list)
+    autostart: bool = Field(default=True, description="srm_rig: run the test sequence from the start")
+    loop: bool = Field(default=True, description="srm_rig: repeat the sequence after a pause")
 
 
 class ScrewPressParameters(Strict):

@@ -17,7 +17,7 @@ from daq import __version__
 from daq.acquisition import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
 from daq.config import ModbusTcpDevice, SerialStreamDevice, Settings
-from daq.cycles import CycleResult, tracker_for
+from daq.cycles import CycleResult, RunArtifact, tracker_for
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.live import LatestValues
@@ -30,7 +30,7 @@ from daq.stream_acquisition import StreamAcquisition
 from daq.tasks import cancel_and_wait
 from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
 from drivers.serial_port import SerialPort
-from drivers.sim.press_sim import ScrewPressSimulator
+from drivers.sim.press_sim import RigSimulator
 from drivers.stream import FrameCodec, LineCodec
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Service:
         self.client: InfluxV1Client | InfluxV2Client | None = None
         self.writer: StorageWriter | None = None
         self.storage_note = "not configured"
-        self.simulators: dict[str, ScrewPressSimulator] = {}
+        self.simulators: dict[str, RigSimulator] = {}
         self.acquisitions: list[DeviceAcquisition] = []
         self.rigs = {r.name: r for r in settings.rigs}
         self._tasks: list[asyncio.Task] = []
@@ -108,15 +108,19 @@ class Service:
             self.writer.healthy = False  # known down from the start: do not report ok meanwhile
         self.writer.start()
 
-    async def _start_simulators(self) -> None:
+    async def _prepare_simulators(self) -> None:
         for rig in self.settings.rigs:
-            if not (self.simulate and rig.simulate):
-                continue
-            sim = build_simulator(rig, self.settings.data_dir, record=self.record_sim)
+            if self.simulate and rig.simulate:
+                sim = build_simulator(rig, self.settings.data_dir, record=self.record_sim)
+                await sim.prepare()
+                self.simulators[rig.name] = sim
+
+    async def _start_simulators(self) -> None:
+        """Open the simulators' faces just before acquisition: they stream from then on."""
+        for rig_name, sim in self.simulators.items():
             await sim.start()
             for device, where in sim.endpoints().items():
-                log.info("simulated %s/%s: %s", rig.name, device, where)
-            self.simulators[rig.name] = sim
+                log.info("simulated %s/%s: %s", rig_name, device, where)
 
     def _modbus_link(self, dev, lines: dict) -> SharedLink:
         if isinstance(dev, ModbusTcpDevice):
@@ -166,6 +170,8 @@ class Service:
                     tracker.feed(item.rig, item.block)
             elif isinstance(item, CycleResult):
                 self.last_cycle[item.rig] = item
+            elif isinstance(item, RunArtifact):
+                pass  # filed by the catalogue
             else:
                 self.recent_events.append(item)
 
@@ -209,8 +215,9 @@ class Service:
         self.started_ns = time.time_ns()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._resume_counters: dict[str, int] = {}
-        await self._start_simulators()  # first: a busy port fails before influxd starts
+        await self._prepare_simulators()
         await self._start_storage()
+        await self._start_simulators()  # a busy port fails here; the caller's stop() ends influxd
         self._tasks.append(asyncio.create_task(self._follow_live(), name="live"))
         await asyncio.sleep(0)  # let the live view subscribe
         self._read_previous_state()  # after storage subscribed: its event must be stored

@@ -6,10 +6,13 @@ import logging
 import math
 from pathlib import Path
 
-from daq.config import ModbusRtuDevice, ModbusTcpDevice, Rig, ScrewPressParameters
+from daq.config import ModbusRtuDevice, ModbusTcpDevice, Rig, ScrewPressParameters, SrmRig
 from drivers.sim.faults import Scheduled
 from drivers.sim.press import PressParameters
-from drivers.sim.press_sim import PlcFace, RtuFace, ScrewPressSimulator, StreamFace
+from drivers.sim.press_sim import PlcFace, RigSimulator, RtuFace, ScrewPressSimulator, StreamFace
+from drivers.sim.srm import SrmMotor
+from drivers.sim.srm_rig import RigMechanics, SeqStep
+from drivers.sim.srm_sim import SrmRigSimulator
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +33,29 @@ def press_parameters(p: ScrewPressParameters) -> PressParameters:
     )
 
 
+def srm_motor(p) -> SrmMotor:
+    """Rig-file motor parameters → model parameters (SI, electrical radians)."""
+    return SrmMotor(R=p.phase_resistance_ohm, L_a=p.aligned_inductance_mH / 1e3,
+                    L_u=p.unaligned_inductance_mH / 1e3, L_sat=p.saturated_inductance_mH / 1e3,
+                    psi_s=p.saturation_flux_Wb, Nr=p.rotor_poles, phases=p.phases, V_dc=p.dc_voltage_V,
+                    i_max=p.current_limit_A, band=p.hysteresis_band_A,
+                    theta_on=math.radians(p.turn_on_deg), theta_off=math.radians(p.turn_off_deg),
+                    friction=p.friction_Nm_per_krpm / (1000 * 2 * math.pi / 60))
+
+
+def srm_sequence(rig: SrmRig) -> list[SeqStep]:
+    """The rig file's test sequence as the simulated controller runs it."""
+    return [SeqStep(s.kind, s.speed_rpm, s.torque_Nm, s.hold_s, tuple(s.angles_deg), s.voltage_V,
+                    s.pulse_ms / 1e3) for s in rig.sequence]
+
+
 def device_path(port: str, data_dir: Path) -> Path:
     """A serial port path from a rig file: relative paths live under the data dir."""
     p = Path(port)
     return p if p.is_absolute() else data_dir / p
 
 
-def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> ScrewPressSimulator:
+def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimulator:
     """The rig's simulator: one model, a face per device, where the rig file says."""
     plcs, streams, rtus = [], [], []
     for dev in rig.devices:
@@ -48,9 +67,19 @@ def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> ScrewPres
         else:
             streams.append(StreamFace(dev.name, device_path(dev.port, data_dir),
                                       dev.stream_channels(), dev.sample_rate_hz, dev.format))
-    sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams, rtus,
+    if rig.kind == "srm_rig":
+        p = rig.parameters
+        rate = max((s.rate_hz for s in streams), default=20_000.0)
+        mech = RigMechanics(thermal_resistance=p.thermal_resistance_K_W,
+                            thermal_time_constant=p.thermal_time_constant_s, ambient_C=p.ambient_C,
+                            loop=rig.simulation.loop)
+        sim = SrmRigSimulator(srm_motor(p), srm_sequence(rig), rate, plcs, streams, rtus,
                               seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
-                              record=record)
+                              record=record, mech=mech, autostart=rig.simulation.autostart)
+    else:
+        sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams, rtus,
+                                  seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
+                                  record=record)
     sim.faults.schedule = [Scheduled(f.device, f.kind, f.at_s, f.duration_s)
                            for f in rig.simulation.faults]
     return sim

@@ -56,7 +56,11 @@ class Series:
         return np.concatenate(self.t), np.concatenate(self.v)
 
     def between(self, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
-        """Samples with start ≤ t < end."""
-        t, v = self.arrays()
+        """Samples with start ≤ t < end (only the blocks that overlap are joined)."""
+        pick = [k for k, t in enumerate(self.t) if t[-1] >= start_ns and t[0] < end_ns]
+        if not pick:
+            return np.zeros(0, np.int64), np.zeros(0)
+        t = np.concatenate([self.t[k] for k in pick])
+        v = np.concatenate([self.v[k] for k in pick])
         sel = (t >= start_ns) & (t < end_ns)
         return t[sel], v[sel]

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Controller ``state`` values (the rig controller's register map documents them).
 STATE_IDLE, STATE_RAMP, STATE_HOLD, STATE_LOCKED, STATE_DONE = 0, 1, 2, 3, 4
-CONTROL = ("step", "state", "speed_setpoint", "torque_setpoint", "winding_temperature")
+#: A locked-rotor window starts this much before the step change was polled (the
+#: controller is polled at tens of Hz; the first pulse must be whole, rest included).
+LOCKED_LEAD_S = 0.3
 
 
 @dataclass
@@ -82,7 +84,11 @@ class SrmStepTracker:
             if self._step is None or step != self._step[0]:
                 if self._step is not None and self._step[0] > 0:
                     s_step, s_state, s_start, s_sp = self._step
-                    self._pending.append((s_step, s_state, s_start, t - self.end_margin_ns, s_sp))
+                    if s_state == STATE_LOCKED:  # every pulse, with the rest around it
+                        lead = int(LOCKED_LEAD_S * 1e9)
+                        self._pending.append((s_step, s_state, s_start - lead, t + lead // 3, s_sp))
+                    else:
+                        self._pending.append((s_step, s_state, s_start, t - self.end_margin_ns, s_sp))
                 self._step = (step, state, t, setpoints)
             elif state == STATE_LOCKED and self._step[1] != STATE_LOCKED:
                 self._step = (step, state, self._step[2], self._step[3])

@@ -97,6 +97,7 @@ class _UnitServer:
         self.served: Counter[tuple[str, int]] = Counter()
         self.served_units: Counter[tuple[int, str, int]] = Counter()
         self.written: list[tuple[int, str, int, list[int]]] = []
+        self.on_write = None  # called with (unit, table, address, registers) for every write
         self._server = None
 
     def _devices(self) -> list[SimDevice]:
@@ -114,6 +115,8 @@ class _UnitServer:
             await asyncio.sleep(late.params.get("delay_s", 2.0))
         if set_values is not None:
             self.written.append((unit, table, address, list(set_values)))
+            if self.on_write is not None:
+                self.on_write(unit, table, address, list(set_values))
             return None
         current = image.registers(table)
         registers[: len(current) - start_address] = current[start_address:]

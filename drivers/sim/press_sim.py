@@ -124,6 +124,7 @@ class RigSimulator:
                  rtus: list[RtuFace] = (), seed: int = 1, scan_s: float = 0.005,
                  clock_ppm: float = 0.0, record: bool = False):
         self.model = model
+        self._prepared = False
         self.rng = np.random.default_rng(seed + 1000)
         self.faults = FaultBoard()
         self.scan_s = scan_s
@@ -252,8 +253,13 @@ class RigSimulator:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self.task_name)
 
+    async def prepare(self) -> None:
+        """Whatever slow work the model needs before it can run in real time."""
+        self._prepared = True
+
     async def start(self) -> None:
         """Publish the first image, open every face, start the model clock."""
+        await self.prepare()
         self._advance(self._steps_per_ms)
         started: list = []
         try:
