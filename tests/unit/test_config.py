@@ -28,9 +28,29 @@ def _problems(path) -> list[str]:
 
 def test_shipped_configs_are_valid():
     s = load_settings(ROOT / "configs" / "demo.toml")
-    assert [r.name for r in s.rigs] == ["press-01"]
+    assert [(r.name, r.kind) for r in s.rigs] == [("press-01", "screw_press"), ("srm-01", "srm_rig")]
     names = {r.name for r in s.rigs[0].devices[0].registers}
     assert {"force", "position", "flywheel_speed"} <= names
+    srm = s.rigs[1]
+    assert len(srm.sequence) >= 3 and srm.sequence[-1].kind == "locked_rotor"
+    streamed = {c.name for d in srm.devices if d.transport == "serial_stream" for c in d.channels}
+    assert {"speed", "torque", "rotor_angle", "phase_a_current", "phase_d_voltage"} <= streamed
+
+
+def test_srm_rig_errors_are_named(tmp_path):
+    src = (ROOT / "configs" / "rigs" / "srm-rig.toml").read_text()
+    p = tmp_path / "srm.toml"
+    p.write_text(src.replace("unaligned_inductance_mH = 9.0", "unaligned_inductance_mH = 90.0")
+                 .replace("speed_rpm = 2500", "speed_rpm = 25000")
+                 .replace("efficiency = { min = 0.70 }", "peak_force_kN = { max = 1.0 }"))
+    problems = _problems(p)
+    assert f"{p}: parameters: aligned_inductance_mH must be above unaligned_inductance_mH" in problems
+    assert any("limits: no such metric: peak_force_kN; metrics are speed_rpm" in x for x in problems)
+    p.write_text(src.replace("speed_rpm = 2500", "speed_rpm = 25000"))
+    assert _problems(p) == [f"{p}: (top level): sequence[4]: speed_rpm 25000 is over twice the rated "
+                            "1500 rpm"]
+    p.write_text(src.replace('kind = "srm_rig"', 'kind = "lathe"'))
+    assert _problems(p) == [f"{p}: kind: must be one of screw_press, srm_rig (got 'lathe')"]
 
 
 def test_unknown_key_is_named_with_its_path(tmp_path):
@@ -92,7 +112,8 @@ def test_all_problems_of_all_files_are_collected(tmp_path):
         'type = "float16"', 'type = "float33"')
     (tmp_path / "rigs" / "screw-press.toml").write_text(text)
     (tmp_path / "demo.toml").write_text((tmp_path / "demo.toml").read_text().replace(
-        'rigs = ["rigs/screw-press.toml"]', 'rigs = ["rigs/screw-press.toml", "rigs/missing.toml"]'))
+        'rigs = ["rigs/screw-press.toml", "rigs/srm-rig.toml"]',
+        'rigs = ["rigs/screw-press.toml", "rigs/missing.toml"]'))
     with pytest.raises(ConfigError) as e:
         load_settings(tmp_path / "demo.toml")
     text = "\n".join(e.value.problems)
