@@ -6,11 +6,12 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
-from api.routes import health, metrics, rigs
+from api.auth import COOKIE, identify
+from api.routes import cycles, health, keys, live, metrics, rigs, runs
 from daq import __version__
 from daq.config import Settings
 from daq.service import Service
@@ -44,6 +45,10 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.state.service = service
     app.include_router(health.router)
     app.include_router(rigs.router)
+    app.include_router(live.router)
+    app.include_router(runs.router)
+    app.include_router(cycles.router)
+    app.include_router(keys.router)
     app.include_router(metrics.router)
     app.state.metrics = metrics.registry_for(service)
 
@@ -59,8 +64,18 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         log.exception("unexpected error serving %s", request.url.path)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
     @app.get("/", include_in_schema=False)
-    def operator_page() -> FileResponse:
+    async def operator_page(request: Request) -> FileResponse:
+        """The operator page; without an operator key (cookie or header) a sign-in page, 401."""
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+        who = await identify(request.app, key)
+        if who is None:
+            return FileResponse(STATIC / "login.html", status_code=401)
         return FileResponse(STATIC / "index.html")
 
     return app

@@ -28,3 +28,10 @@ def get_rig(service: ServiceDep, rig: Annotated[str, Path(description="rig name,
 
 
 RigDep = Annotated[Rig, Depends(get_rig)]
+
+
+def catalogue_of(service: Service):
+    """The service's catalogue, or 503 while it is starting."""
+    if service.catalogue is None:
+        raise HTTPException(503, "the service is still starting: the catalogue is not open yet")
+    return service.catalogue

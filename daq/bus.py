@@ -32,9 +32,10 @@ Item = Tagged | Event | object  # blocks, events, cycle results
 class Subscription:
     """One consumer's bounded queue."""
 
-    def __init__(self, name: str, maxsize: int):
+    def __init__(self, name: str, maxsize: int, accepts: tuple[type, ...] | None = None):
         self.name = name
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self.accepts = accepts  # only items of these types (None: everything)
         self.lost_blocks = 0
         self.lost_samples = 0
 
@@ -57,9 +58,10 @@ class SampleBus:
         self.subscriptions: list[Subscription] = []
         self.published_samples = 0
 
-    def subscribe(self, name: str, maxsize: int = 10_000) -> Subscription:
-        """A new bounded queue receiving every item published from now on."""
-        sub = Subscription(name, maxsize)
+    def subscribe(self, name: str, maxsize: int = 10_000,
+                  accepts: tuple[type, ...] | None = None) -> Subscription:
+        """A new bounded queue receiving every item (of ``accepts``' types) published from now on."""
+        sub = Subscription(name, maxsize, accepts)
         self.subscriptions.append(sub)
         return sub
 
@@ -74,6 +76,8 @@ class SampleBus:
             self.published_samples += len(item.block)
         overflowed: list[Subscription] = []
         for sub in self.subscriptions:
+            if sub.accepts is not None and not isinstance(item, sub.accepts):
+                continue
             try:
                 sub.queue.put_nowait(item)
             except asyncio.QueueFull:
@@ -92,7 +96,7 @@ class SampleBus:
                 level="error",
             )
             for other in self.subscriptions:
-                if other is not sub:
+                if other is not sub and (other.accepts is None or Event in other.accepts):
                     try:
                         other.queue.put_nowait(event)
                     except asyncio.QueueFull:

@@ -280,6 +280,128 @@ def cmd_analyse(args) -> int:
     return 0
 
 
+def _catalogue(args):
+    from daq.catalogue import Catalogue
+
+    settings = _load(args.config)
+    if settings is None:
+        return None, None
+    try:
+        return settings, Catalogue(settings.catalogue_url)
+    except Exception as e:  # a bad URL or an unreachable database: say which
+        print(f"rigdaq: cannot open the catalogue at {settings.catalogue_url}: {e}", file=sys.stderr)
+        return None, None
+
+
+def cmd_keys(args) -> int:
+    """Create, list and revoke API keys (stored hashed in the catalogue)."""
+    from api.views import iso
+    from daq.keys import KeyStore
+
+    _, cat = _catalogue(args)
+    if cat is None:
+        return EXIT_CONFIG
+    store = KeyStore(cat)
+    try:
+        if args.action == "create":
+            try:
+                key, info = store.create(args.name, args.role)
+            except ValueError as e:
+                print(f"rigdaq: {e}", file=sys.stderr)
+                return EXIT_CONFIG
+            print(key)
+            print(f"key {info.id} ({info.name}, role {info.role}) created; it is shown only this once",
+                  file=sys.stderr)
+        elif args.action == "list":
+            for k in store.list():
+                state = f"revoked {iso(k['revoked_ns'])}" if k["revoked_ns"] else "active"
+                print(f"{k['id']:4d}  {k['role']:9s} rdq_{k['prefix']}_…  {k['name']}  "
+                      f"created {iso(k['created_ns'])}  {state}")
+        else:
+            if not store.revoke(args.id):
+                print(f"rigdaq: no active key {args.id}", file=sys.stderr)
+                return 1
+            print(f"key {args.id} revoked")
+    finally:
+        cat.close()
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Write a run's certification report from the catalogue."""
+    from api.reports import RENDER, ReportError, build_report
+
+    settings, cat = _catalogue(args)
+    if cat is None:
+        return EXIT_CONFIG
+    try:
+        content = build_report(cat, args.run_id, {r.name: r for r in settings.rigs})
+    except ReportError as e:
+        print(f"rigdaq: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cat.close()
+    data = RENDER[args.format][0](content)
+    try:
+        if args.output == "-":
+            sys.stdout.buffer.write(data)
+        else:
+            Path(args.output).write_bytes(data)
+    except OSError as e:
+        print(f"rigdaq: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return 1
+    if args.output != "-":
+        print(f"{content['certificate_number']}: {args.format} written to {args.output} "
+              f"(content sha256 {content['content_sha256']})", file=sys.stderr)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    """Start, stop and list runs on the running service (through its API)."""
+    import httpx
+
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    key = args.key or os.environ.get("RIGDAQ_API_KEY", "")
+    if not key and settings.auth.enabled:
+        print("rigdaq: an API key is needed: --key KEY or RIGDAQ_API_KEY (an engineer key to start/stop)",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
+    base = f"http://{host}:{settings.api.port}"
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
+            if args.action == "start":
+                body = {"rig": args.rig, "operator": args.operator, "part_number": args.part, "lot": args.lot,
+                        "serial": args.serial, "notes": args.notes, "start_sequence": args.sequence}
+                r = http.post("/api/runs", json=body)
+            elif args.action == "stop":
+                r = http.post(f"/api/runs/{args.run_id}/stop")
+            else:
+                r = http.get("/api/runs", params={"rig": args.rig} if args.rig else {})
+    except httpx.HTTPError as e:
+        print(f"rigdaq: cannot reach the service at {base}: {e}", file=sys.stderr)
+        return 1
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail")
+        except ValueError:
+            detail = r.text
+        print(f"rigdaq: {r.status_code}: {detail}", file=sys.stderr)
+        return 1
+    data = r.json()
+    if args.action == "list":
+        for run in data["runs"]:
+            print(f"{run['id']:5d}  {run['rig']:12s} {'ACTIVE ' if run['active'] else 'stopped'}  "
+                  f"{run['started']}  part {run['part_number'] or '—'}  lot {run['lot'] or '—'}  "
+                  f"operator {run['operator'] or '—'}")
+    else:
+        print(f"run {data['id']} on {data['rig']}: {'active' if data['active'] else 'stopped'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``daq`` console script."""
     parser = argparse.ArgumentParser(prog="daq", description="rigdaq test-data acquisition")
@@ -297,6 +419,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("csv", help="CSV with a time column (s) and canonical channel columns")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=cmd_analyse)
+    p = sub.add_parser("keys", help="API keys: create, list, revoke")
+    ks = p.add_subparsers(dest="action", required=True)
+    k = ks.add_parser("create", help="create a key and print it (once)")
+    k.add_argument("--role", required=True, choices=["operator", "engineer", "qa", "admin"])
+    k.add_argument("--name", required=True, help="who or what uses the key")
+    ks.add_parser("list", help="list keys (never the keys themselves)")
+    k = ks.add_parser("revoke", help="revoke a key by id")
+    k.add_argument("id", type=int)
+    for k in ks.choices.values():
+        k.add_argument("--config", default=DEFAULT_CONFIG, help="service file (where the catalogue is)")
+    p.set_defaults(func=cmd_keys)
+    p = sub.add_parser("report", help="write a run's certification report")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--format", choices=["pdf", "json", "csv"], default="pdf")
+    p.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("runs", help="start, stop or list runs on the running service")
+    rs = p.add_subparsers(dest="action", required=True)
+    r = rs.add_parser("start", help="start a run with its metadata")
+    r.add_argument("--rig", required=True)
+    r.add_argument("--operator", default="")
+    r.add_argument("--part", default="", help="part number")
+    r.add_argument("--lot", default="", help="lot or heat number")
+    r.add_argument("--serial", default="", help="die or motor serial")
+    r.add_argument("--notes", default="")
+    r.add_argument("--sequence", action="store_true", help="srm_rig: also start the test sequence")
+    r = rs.add_parser("stop", help="stop a run")
+    r.add_argument("run_id", type=int)
+    r = rs.add_parser("list", help="list runs")
+    r.add_argument("--rig", default=None)
+    for r in rs.choices.values():
+        r.add_argument("--config", default=DEFAULT_CONFIG)
+        r.add_argument("--key", default=None, help="API key (default: $RIGDAQ_API_KEY)")
+    p.set_defaults(func=cmd_runs)
     p = sub.add_parser("check", help="validate a service or rig file; exit 2 if invalid")
     p.add_argument("config")
     p.set_defaults(func=cmd_check)

@@ -572,6 +572,26 @@ class ApiSettings(Strict):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class CatalogueSettings(Strict):
+    """Runs, cycles and archived cycle samples (any SQLAlchemy URL)."""
+
+    url: str | None = Field(default=None, description="default: SQLite at <data_dir>/catalogue.sqlite")
+    archive_samples: bool = Field(default=True, description="keep each cycle's samples, compressed")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError(f"must be an SQLAlchemy URL like sqlite:///var/catalogue.sqlite (got {v!r})")
+        return v
+
+
+class AuthSettings(Strict):
+    """Who may use the API: keys with roles (``daq keys create``)."""
+
+    enabled: bool = Field(default=True, description="false: every request is admin (closed lab networks)")
+
+
 class ServiceSettings(Strict):
     """The service file (``configs/demo.toml``)."""
 
@@ -586,6 +606,8 @@ class ServiceFile(Strict):
     service: ServiceSettings
     api: ApiSettings = ApiSettings()
     storage: StorageSettings = StorageSettings()
+    catalogue: CatalogueSettings = CatalogueSettings()
+    auth: AuthSettings = AuthSettings()
 
 
 class Settings(BaseModel):
@@ -595,6 +617,8 @@ class Settings(BaseModel):
     service: ServiceSettings
     api: ApiSettings
     storage: StorageSettings
+    catalogue: CatalogueSettings = CatalogueSettings()
+    auth: AuthSettings = AuthSettings()
     rigs: list[Rig]
 
     @property
@@ -602,6 +626,11 @@ class Settings(BaseModel):
         """Where the service keeps its state (relative paths are relative to the config)."""
         p = Path(self.service.data_dir)
         return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    @property
+    def catalogue_url(self) -> str:
+        """The catalogue's database URL (SQLite in the data dir unless configured)."""
+        return self.catalogue.url or f"sqlite:///{self.data_dir / 'catalogue.sqlite'}"
 
 
 class ConfigError(Exception):
@@ -715,5 +744,6 @@ def load_settings(path: str | Path) -> Settings:
             endpoints[key] = f"{r.name}/{d.name}"
     if problems:
         raise ConfigError(problems)
-    return Settings(path=path, service=top.service, api=top.api, storage=top.storage, rigs=rigs)
+    return Settings(path=path, service=top.service, api=top.api, storage=top.storage,
+                    catalogue=top.catalogue, auth=top.auth, rigs=rigs)
 

@@ -16,11 +16,14 @@ from urllib.parse import urlparse
 from daq import __version__
 from daq.acquisition import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
+from daq.catalogue import Catalogue, CatalogueWriter
 from daq.config import ModbusTcpDevice, SerialStreamDevice, Settings
 from daq.cycles import CycleResult, RunArtifact, tracker_for
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
-from daq.live import LatestValues
+from daq.keys import KeyStore
+from daq.live import LatestValues, LiveFeed
+from daq.runs import RunManager
 from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxError, InfluxV1Client
 from daq.storage.influx_v2 import InfluxV2Client
@@ -29,6 +32,7 @@ from daq.storage.writer import StorageWriter
 from daq.stream_acquisition import StreamAcquisition
 from daq.tasks import cancel_and_wait
 from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
+from drivers.registers import encode_value
 from drivers.serial_port import SerialPort
 from drivers.sim.press_sim import RigSimulator
 from drivers.stream import FrameCodec, LineCodec
@@ -49,6 +53,7 @@ class Service:
         self.record_sim = record_sim
         self.bus = SampleBus()
         self.live = LatestValues()
+        self.feed = LiveFeed(self.live)
         self.recent_events: deque[Event] = deque(maxlen=500)
         self.influxd: ManagedInfluxd | None = None
         self.client: InfluxV1Client | InfluxV2Client | None = None
@@ -61,6 +66,12 @@ class Service:
         self.started_ns = 0
         self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r, self.bus))}
         self.last_cycle: dict[str, CycleResult] = {}
+        self.run_tags: dict[str, str] = {}  # rig → active run id, shared with the storage writer
+        self.catalogue: Catalogue | None = None
+        self.catalogue_writer: CatalogueWriter | None = None
+        self.runs: RunManager | None = None
+        self.keys: KeyStore | None = None
+        self._links: dict[str, SharedLink] = {}  # Modbus device → its link (for writes)
         for rig in settings.rigs:
             for d in rig.devices:
                 self.live.set_units(rig.name, d.channel_units())
@@ -103,10 +114,27 @@ class Service:
         sub = self.bus.subscribe("storage", maxsize=100_000)
         spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy)
         self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s,
-                                    on_commit=self._write_state)
+                                    run_tags=self.run_tags, on_commit=self._write_state)
         if cfg.managed and self.influxd is None:
             self.writer.healthy = False  # known down from the start: do not report ok meanwhile
         self.writer.start()
+
+    async def _start_catalogue(self) -> None:
+        """Open the catalogue, continue cycle numbers, file from the bus, restore active runs."""
+        url = self.settings.catalogue_url
+        self.catalogue = await asyncio.to_thread(Catalogue, url)
+        sub = self.bus.subscribe("catalogue", maxsize=10_000, accepts=(CycleResult, RunArtifact))
+        self.catalogue_writer = CatalogueWriter(self.catalogue, sub)
+        self.keys = KeyStore(self.catalogue)
+        if not self.settings.catalogue.archive_samples:
+            self.catalogue.archive = False
+        for rig, tracker in self.trackers.items():
+            tracker.cycle_no = await self.catalogue_writer.call(self.catalogue.max_cycle_no, rig)
+        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.run_tags,
+                               self.trackers, self.rigs)
+        await self.runs.restore()
+        self._tasks.append(asyncio.create_task(self.catalogue_writer.run(), name="catalogue"))
+        log.info("catalogue at %s", url)
 
     async def _prepare_simulators(self) -> None:
         for rig in self.settings.rigs:
@@ -131,6 +159,22 @@ class Service:
             lines[path] = SharedLink(inner, silent_interval_s(dev.baudrate), serial=True)
         return lines[path]
 
+    async def write_channel(self, rig: str, channel: str, value: float) -> str:
+        """Write a channel that a rig file declares ``writable``; returns the device written."""
+        for dev in self.rigs[rig].devices:
+            for f in getattr(dev, "fields", lambda: [])():
+                if f.name == channel:
+                    if not f.writable:
+                        raise PermissionError(f"{rig}/{dev.name}.{channel} is not declared writable")
+                    link = self._links.get(dev.name)
+                    if link is None:
+                        raise ConnectionError(f"{rig}/{dev.name} is not being acquired")
+                    await link.write(f.table, f.address, encode_value(f, value), dev.unit_id)
+                    self.bus.publish(Event("channel_written", f"{channel} = {value:g} written to {dev.name}",
+                                           rig=rig, device=dev.name, fields={"value": float(value)}))
+                    return dev.name
+        raise KeyError(f"no channel {channel!r} on rig {rig}")
+
     def _start_acquisition(self) -> None:
         lines: dict[str, SharedLink] = {}  # RTU units on one port share its line
         for rig in self.settings.rigs:
@@ -146,6 +190,7 @@ class Service:
                         acqs[0].resume_after(self._resume_counters[dev.name])
                 else:
                     link = self._modbus_link(dev, lines)  # one connection for all poll groups
+                    self._links[dev.name] = link
                     acqs = []
                     for group, hz, fields in dev.poll_groups():
                         label = dev.name if group is None else f"{dev.name}/{group}"
@@ -170,10 +215,12 @@ class Service:
                     tracker.feed(item.rig, item.block)
             elif isinstance(item, CycleResult):
                 self.last_cycle[item.rig] = item
+                self.feed.cycle(item)
             elif isinstance(item, RunArtifact):
                 pass  # filed by the catalogue
             else:
                 self.recent_events.append(item)
+                self.feed.event(item)
 
     # -- run state: how an earlier run ended ---------------------------------------------
     @property
@@ -217,8 +264,10 @@ class Service:
         self._resume_counters: dict[str, int] = {}
         await self._prepare_simulators()
         await self._start_storage()
+        await self._start_catalogue()
         await self._start_simulators()  # a busy port fails here; the caller's stop() ends influxd
         self._tasks.append(asyncio.create_task(self._follow_live(), name="live"))
+        self._tasks.append(asyncio.create_task(self.feed.run(), name="live feed"))
         await asyncio.sleep(0)  # let the live view subscribe
         self._read_previous_state()  # after storage subscribed: its event must be stored
         self._start_acquisition()
@@ -230,6 +279,10 @@ class Service:
         self.bus.publish(Event("service_stop", "rigdaq stopping"))
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
+        if self.catalogue_writer is not None:
+            await self.catalogue_writer.drain()
+            self.catalogue_writer.close()
+            self.catalogue.close()
         if self.writer is not None:
             await self.writer.stop()
         if self.client is not None:

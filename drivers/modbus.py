@@ -119,6 +119,27 @@ class PymodbusTransport:
         return rr.registers
 
 
+    async def write(self, table: str, address: int, registers: list[int], unit: int) -> None:
+        """Write holding registers (or one coil); raises :class:`ModbusReadError` on failure."""
+        try:
+            if table == "coil":
+                rr = await self.client.write_coil(address, bool(registers[0]), device_id=unit)
+            elif table == "holding":
+                rr = await self.client.write_registers(address, registers, device_id=unit)
+            else:
+                raise ModbusReadError("protocol", f"{table} registers cannot be written")
+        except ModbusIOException as e:
+            raise ModbusReadError("timeout", f"no reply within {self.timeout_s:g} s ({e})") from None
+        except (ConnectionException, TimeoutError, OSError) as e:
+            raise ModbusReadError("disconnected", str(e)) from None
+        except ModbusException as e:
+            raise ModbusReadError("protocol", str(e)) from None
+        if rr.isError():
+            code = getattr(rr, "exception_code", 0)
+            raise ModbusReadError("exception", f"exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) "
+                                               f"writing {table} {address}")
+
+
 def silent_interval_s(baudrate: int, bits_per_char: int = 11) -> float:
     """Modbus RTU inter-frame silence: 3.5 character times, 1.75 ms above 19 200 baud."""
     return 1.75e-3 if baudrate > 19200 else 3.5 * bits_per_char / baudrate
@@ -160,6 +181,22 @@ class SharedLink:
                 await asyncio.sleep(wait)
             try:
                 return await self.inner.read(table, address, count, unit)
+            finally:
+                self._last_end = loop.time()
+                self.requests += 1
+
+
+    async def write(self, table: str, address: int, registers: list[int], unit: int) -> None:
+        """A write, in turn with the polls on this link."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            wait = self._last_end + self.silence_s - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                if not self.inner.connected:
+                    await self.inner.connect()
+                await self.inner.write(table, address, registers, unit)
             finally:
                 self._last_end = loop.time()
                 self.requests += 1

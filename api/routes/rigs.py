@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from api.auth import Operator
 from api.deps import RigDep, ServiceDep
 
 router = APIRouter(prefix="/api/rigs", tags=["rigs"])
@@ -54,7 +55,7 @@ class LatestReadings(BaseModel):
 
 
 @router.get("", summary="Rigs with state", response_model=list[RigSummary])
-def list_rigs(service: ServiceDep) -> list[RigSummary]:
+def list_rigs(service: ServiceDep, who: Operator) -> list[RigSummary]:
     """Every configured rig; ``state`` is the worst of its devices' states."""
     out = []
     for rig in service.rigs.values():
@@ -64,16 +65,18 @@ def list_rigs(service: ServiceDep) -> list[RigSummary]:
         states = {d.state for d in devs}
         state = next((s for s in ("down", "degraded", "starting") if s in states), "ok")
         last = service.last_cycle.get(rig.name)
+        run = service.runs.active.get(rig.name) if service.runs else None
         out.append(RigSummary(name=rig.name, kind=rig.kind, description=rig.description,
                               simulated=rig.simulate and service.simulate, state=state,
-                              devices=devs, last_verdict=last.verdict if last else None,
+                              devices=devs, active_run=str(run.id) if run else None,
+                              last_verdict=last.verdict if last else None,
                               last_cycle=last.cycle_no if last else None,
                               last_reasons=last.reasons if last else []))
     return out
 
 
 @router.get("/{rig}/latest", summary="Latest value per channel", response_model=LatestReadings)
-def latest(rig: RigDep, service: ServiceDep) -> LatestReadings:
+def latest(rig: RigDep, service: ServiceDep, who: Operator) -> LatestReadings:
     """Latest value, unit, timestamp and quality (0 good, 1 partial) of every channel."""
     channels = {
         name: ChannelReading(value=r.value, unit=r.unit, t_ns=r.t_ns, quality=r.quality,

@@ -47,7 +47,18 @@ class PressCycleTracker:
         self._in_contact = False
         self._contact_start = 0
         self._contact_end: int | None = None
-        self.run = ""
+        self._run = ""
+
+    @property
+    def run(self) -> str:
+        """The active run's id ('' for none); parts are counted per run."""
+        return self._run
+
+    @run.setter
+    def run(self, value: str) -> None:
+        if value != self._run:
+            self.parts = PartCounter(self.params.blows_per_part, self.params.part_gap_s)
+        self._run = value
 
     def _add(self, block: Block) -> None:
         for name, col in block.channels.items():
@@ -147,7 +158,7 @@ class PressCycleTracker:
         result = CycleResult(self.rig, self.cycle_no, start_ns, r.verdict, dict(r.metrics), r.reasons,
                              r.version, r.samples_sha256, self.run, kind="screw_press",
                              end_ns=int(t_ns[0] + r.end_s * 1e9),
-                             info={"part": part, "blow_in_part": blow},
+                             info={"part": part, "blow_in_part": blow, "device": self.master},
                              samples=(t_ns, chans))
         self.last = result
         log.info("%s: blow %d %s (peak %.0f kN, forming %.0f kJ)%s", self.rig, self.cycle_no,

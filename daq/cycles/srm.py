@@ -121,7 +121,7 @@ class SrmStepTracker:
             return
         judge(r, self.limits)
         self.cycle_no += 1
-        info = {"step": step, **{f"{k}": v for k, v in setpoints.items()}, "revolutions": r.revolutions}
+        info = {"step": step, **setpoints, "revolutions": r.revolutions, "device": self.master}
         result = CycleResult(self.rig, self.cycle_no, int(t_ns[0] + r.start_s * 1e9), r.verdict,
                              dict(r.metrics), r.reasons, r.version, r.samples_sha256, self.run,
                              kind="srm_rig", end_ns=int(t_ns[0] + r.end_s * 1e9), info=info,

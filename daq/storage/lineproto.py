@@ -229,9 +229,9 @@ def _field_value(v: float | int | str | bool) -> str | None:
     return quote_string(str(v))
 
 
-def event_line(e: Event) -> str:
-    """One line in measurement ``events``."""
-    tags = {"rig": e.rig, "device": e.device, "kind": e.kind, "level": e.level}
+def event_line(e: Event, run: str = "") -> str:
+    """One line in measurement ``events`` (tagged with the rig's active run, if any)."""
+    tags = {"rig": e.rig, "device": e.device, "kind": e.kind, "level": e.level, "run": run}
     fields = {"message": e.message, **e.fields}
     text = ",".join(
         f"{escape_tag(k)}={val}" for k, v in fields.items() if (val := _field_value(v)) is not None
@@ -244,6 +244,8 @@ def cycle_line(c) -> str:
     fields: dict[str, float | int | str] = {k: float(v) for k, v in c.metrics.items() if v is not None}
     fields.update(cycle_no=int(c.cycle_no), version=c.version, samples_sha256=c.samples_sha256,
                   reasons="; ".join(c.reasons))
+    for k, v in getattr(c, "info", {}).items():
+        fields.setdefault(k, v if isinstance(v, str) else float(v))
     text = ",".join(f"{escape_tag(k)}={val}" for k, v in fields.items()
                     if (val := _field_value(v)) is not None)
     return f"{series_key('cycles', {'rig': c.rig, 'run': c.run, 'verdict': c.verdict})} {text} {c.t_ns}"

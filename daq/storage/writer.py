@@ -101,7 +101,7 @@ class StorageWriter:
 
     def record(self, event: Event) -> None:
         """Store an event (the writer's own, or one from the bus)."""
-        self._buf.append(event_line(event).encode() + b"\n")
+        self._buf.append(event_line(event, self.run_tags.get(event.rig, "")).encode() + b"\n")
         self._buf_lines += 1
 
     async def _consume(self) -> None:

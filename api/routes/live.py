@@ -1,0 +1,69 @@
+"""``WS /api/rigs/{rig}/live``: decimated readings (≤ 20 Hz) and cycle events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import HTTPException
+
+from api.auth import websocket_identity
+from daq.keys import role_at_least
+
+router = APIRouter(prefix="/api/rigs", tags=["live"])
+
+#: Close codes: like HTTP 401/403/404, in the 4000 range WebSocket leaves to applications.
+CLOSE_UNAUTHORISED, CLOSE_FORBIDDEN, CLOSE_NOT_FOUND = 4401, 4403, 4404
+
+
+@router.websocket("/{rig}/live")
+async def live(ws: WebSocket, rig: str) -> None:
+    """Live readings and cycle verdicts of one rig, as JSON text messages.
+
+    ``{"type": "readings", …}`` at most 20 times a second, ``{"type": "cycle", …}`` for
+    each analysed cycle, ``{"type": "event", …}`` for faults and run changes.
+
+    The key comes as ``Authorization: Bearer``, the page's cookie, or ``?key=``. Without
+    a valid operator key the socket is closed with 4401 (4403: role too small; 4404: no
+    such rig).
+    """
+    service = ws.app.state.service
+    try:
+        who = await websocket_identity(ws)
+    except HTTPException:
+        who = None
+    await ws.accept()
+    if who is None:
+        await ws.close(CLOSE_UNAUTHORISED, "an operator API key is required")
+        return
+    if not role_at_least(who.role, "operator"):
+        await ws.close(CLOSE_FORBIDDEN, "operator role required")
+        return
+    if rig not in service.rigs:
+        await ws.close(CLOSE_NOT_FOUND, f"no rig {rig!r}")
+        return
+    client = service.feed.subscribe(rig)
+    reader = asyncio.create_task(_drain(ws))
+    try:
+        while not reader.done():
+            getter = asyncio.create_task(client.queue.get())
+            done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                break
+            await ws.send_text(getter.result().decode())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        service.feed.unsubscribe(client)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, to notice when it goes away."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await ws.receive_text()

@@ -1,0 +1,183 @@
+"""Runs: start and stop with metadata, list and filter, a run's cycles."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, field_validator
+
+from api.auth import QA, Engineer, Operator
+from api.deps import ServiceDep, catalogue_of
+from api.reports import RENDER, ReportError, build_report
+from api.views import CycleOut, RunOut, cycle_out, run_out, sweep_table
+from daq.runs import RunError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+Text = Annotated[str, Field(max_length=200)]
+RunId = Annotated[int, Path(ge=1, le=2**62, description="run id")]
+
+
+class RunStart(BaseModel):
+    """A run to start, with what identifies it on a certificate."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{
+        "rig": "press-01", "operator": "J. Müller", "part_number": "CRK-4411-B", "lot": "H23-0917",
+        "serial": "DIE-A113", "notes": "first article", "extra": {"customer": "ACME"}}]}}
+
+    rig: Text = Field(min_length=1)
+    operator: Text = ""
+    part_number: Text = ""
+    lot: Text = Field(default="", description="lot or heat number")
+    serial: Text = Field(default="", description="die serial (press) or motor serial (motor rig)")
+    notes: Annotated[str, Field(max_length=4000)] = ""
+    extra: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict, max_length=32, description="further metadata, name → text")
+    start_sequence: bool = Field(default=False, description="srm_rig: also start the rig's test sequence")
+
+    @field_validator("rig", "operator", "part_number", "lot", "serial", "notes")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        bad = [c for c in v if ord(c) < 32 and c not in "\n\t"]
+        if bad:
+            raise ValueError(f"control character {bad[0]!r} is not allowed")
+        return v
+
+
+class RunPage(BaseModel):
+    """One page of runs, newest first."""
+
+    total: int
+    limit: int
+    offset: int
+    runs: list[RunOut]
+
+
+class CyclePage(BaseModel):
+    """One page of a run's cycles, in time order."""
+
+    run: int
+    total: int
+    limit: int
+    offset: int
+    cycles: list[CycleOut]
+
+
+def _ns(when: datetime | None) -> int | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1e9)
+
+
+def _runs_or_503(service):
+    if service.runs is None:
+        raise HTTPException(503, "the service is still starting")
+    return service.runs
+
+
+@router.post("", summary="Start a run", status_code=201, response_model=RunOut)
+async def start_run(body: RunStart, service: ServiceDep, who: Engineer) -> RunOut:
+    """Start a run on a rig; its samples, cycles and events are tagged ``run=<id>`` until it stops.
+
+    409 if the rig already has an active run.
+    """
+    runs = _runs_or_503(service)
+    try:
+        run = await runs.start(body.rig, operator=body.operator, part_number=body.part_number,
+                               lot=body.lot, serial=body.serial, notes=body.notes, extra=body.extra,
+                               started_by=who.name)
+    except RunError as e:
+        raise HTTPException(e.status, str(e)) from None
+    if body.start_sequence:
+        try:
+            await service.write_channel(body.rig, "command", 1)
+        except (KeyError, PermissionError, ConnectionError, OSError) as e:
+            log.warning("run %d: could not start the test sequence: %s", run.id, e)
+            raise HTTPException(409, f"run {run.id} started, but the test sequence could not: {e}") from None
+        except Exception as e:  # a Modbus error reply
+            raise HTTPException(502, f"run {run.id} started; the rig controller refused: {e}") from None
+    return run_out(run)
+
+
+@router.post("/{run_id}/stop", summary="Stop a run", response_model=RunOut)
+async def stop_run(run_id: RunId, service: ServiceDep, who: Engineer) -> RunOut:
+    """Stop an active run (409 if it was already stopped, 404 if there is none)."""
+    try:
+        run = await _runs_or_503(service).stop(run_id)
+    except RunError as e:
+        raise HTTPException(e.status, str(e)) from None
+    return run_out(run)
+
+
+@router.get("", summary="List runs", response_model=RunPage)
+async def list_runs(service: ServiceDep, who: Operator,
+                    rig: Annotated[str | None, Query(max_length=64)] = None,
+                    part_number: Annotated[str | None, Query(max_length=200)] = None,
+                    lot: Annotated[str | None, Query(max_length=200)] = None,
+                    since: Annotated[datetime | None, Query(description="started at or after (ISO 8601)")] = None,
+                    until: Annotated[datetime | None, Query(description="started before (ISO 8601)")] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> RunPage:
+    """Runs, newest first, filtered by rig, part number, lot and start time; paginated."""
+    cat = catalogue_of(service)
+    total, rows = await asyncio.to_thread(cat.list_runs, rig, part_number, lot, _ns(since), _ns(until),
+                                          limit, offset)
+    return RunPage(total=total, limit=limit, offset=offset, runs=[run_out(r) for r in rows])
+
+
+@router.get("/{run_id}", summary="One run", response_model=RunOut)
+async def get_run(run_id: RunId, service: ServiceDep, who: Operator) -> RunOut:
+    """A run with its metadata, cycle counts, artifacts and (motor rigs) torque–speed table."""
+    cat = catalogue_of(service)
+    run = await asyncio.to_thread(cat.run, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id}")
+    _, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, 100_000, 0)
+    arts = await asyncio.to_thread(cat.artifacts_of_run, run_id)
+    return run_out(run, rows, arts, sweep_table(rows))
+
+
+@router.get("/{run_id}/cycles", summary="A run's cycles", response_model=CyclePage)
+async def run_cycles(run_id: RunId, service: ServiceDep, who: QA,
+                     verdict: Annotated[str | None, Query(pattern="^(ok|nok)$")] = None,
+                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                     offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> CyclePage:
+    """Cycles with metrics, verdict and reasons, in time order; paginated, optionally by verdict."""
+    cat = catalogue_of(service)
+    run = await asyncio.to_thread(cat.run, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id}")
+    total, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, limit, offset, verdict)
+    return CyclePage(run=run_id, total=total, limit=limit, offset=offset, cycles=[cycle_out(r) for r in rows])
+
+
+@router.get("/{run_id}/report", summary="The run's certification report",
+            responses={200: {"content": {"application/pdf": {}, "application/json": {}, "text/csv": {}},
+                             "description": "the certificate in the format asked for"}})
+async def report(run_id: RunId, service: ServiceDep, who: QA,
+                 format: Annotated[Literal["pdf", "json", "csv"], Query(description="pdf, json or csv")] = "pdf"
+                 ) -> Response:
+    """Certificate for a run: traceability, method, limits, per-cycle table, capability.
+
+    Also the I-MR chart with Nelson flags, the overall verdict, every cycle's samples
+    hash and the report's own content hash (header ``X-Content-SHA256``).
+    """
+    cat = catalogue_of(service)
+    try:
+        content = await asyncio.to_thread(build_report, cat, run_id, service.rigs)
+    except ReportError as e:
+        raise HTTPException(404, str(e)) from None
+    render, media = RENDER[format]
+    data = await asyncio.to_thread(render, content)
+    name = f"{content['certificate_number']}.{format}"
+    return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                                     "X-Content-SHA256": content["content_sha256"]})

@@ -1,0 +1,103 @@
+"""Test runs, started and stopped with metadata.
+
+While a run is active, its rig's samples, cycles and events carry its id as the
+``run`` tag.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from daq.bus import SampleBus
+from daq.catalogue import Catalogue, CatalogueWriter, RunRow
+from daq.events import Event
+
+log = logging.getLogger(__name__)
+
+
+class RunError(Exception):
+    """A run request that cannot be done; ``status`` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+def run_config(rig) -> dict:
+    """What a run's results are judged by, kept with the run: limits, envelope, analysis settings."""
+    cfg = {"kind": rig.kind, "description": rig.description, "limits": rig.limit_dicts(),
+           "segmentation": rig.segmentation.model_dump(), "parameters": rig.parameters.model_dump()}
+    env = getattr(rig, "envelope", None)
+    if env is not None:
+        cfg["envelope"] = env.model_dump()
+    return cfg
+
+
+class RunManager:
+    """One active run per rig at most; the catalogue holds every run."""
+
+    def __init__(self, catalogue: Catalogue, writer: CatalogueWriter, bus: SampleBus,
+                 run_tags: dict[str, str], trackers: dict, rigs: dict):
+        self.catalogue, self.writer, self.bus = catalogue, writer, bus
+        self.run_tags = run_tags  # shared with the storage writer: rig → run id
+        self.trackers = trackers
+        self.rigs = rigs
+        self.active: dict[str, RunRow] = {}
+
+    def _tag(self, rig: str, run_id: str) -> None:
+        if run_id:
+            self.run_tags[rig] = run_id
+        else:
+            self.run_tags.pop(rig, None)
+        tracker = self.trackers.get(rig)
+        if tracker is not None:
+            tracker.run = run_id
+
+    async def restore(self) -> None:
+        """Runs still active in the catalogue (service restarted mid-run) go on."""
+        for run in await self.writer.call(self.catalogue.active_runs):
+            if run.rig not in self.rigs:
+                log.warning("run %d is active on rig %r, which this config does not have", run.id, run.rig)
+                continue
+            self.active[run.rig] = run
+            self._tag(run.rig, str(run.id))
+            log.info("run %d on %s continues (started before this service start)", run.id, run.rig)
+            self.bus.publish(Event("run_resumed", f"run {run.id} continues after a service restart",
+                                   rig=run.rig, fields={"run_id": run.id}))
+
+    async def start(self, rig: str, *, operator: str = "", part_number: str = "", lot: str = "",
+                    serial: str = "", notes: str = "", extra: dict | None = None,
+                    started_by: str = "") -> RunRow:
+        """Start a run on ``rig``; refuses if one is active there."""
+        if rig not in self.rigs:
+            raise RunError(f"no rig {rig!r}; rigs are: {', '.join(sorted(self.rigs))}", 404)
+        if rig in self.active:
+            raise RunError(f"run {self.active[rig].id} is still active on {rig}; stop it first")
+        run = await self.writer.call(self.catalogue.start_run, rig, time.time_ns(), operator=operator,
+                                     part_number=part_number, lot=lot, serial=serial, notes=notes,
+                                     extra=extra, started_by=started_by, config=run_config(self.rigs[rig]))
+        self.active[rig] = run
+        self._tag(rig, str(run.id))
+        self.bus.publish(Event("run_start", f"run {run.id} started on {rig}", rig=rig,
+                               fields={"run_id": run.id, "operator": operator, "part_number": part_number,
+                                       "lot": lot, "serial": serial}))
+        log.info("run %d started on %s (part %r, lot %r, operator %r)", run.id, rig, part_number, lot,
+                 operator)
+        return run
+
+    async def stop(self, run_id: int) -> RunRow:
+        """Stop a run (stopping a stopped run is refused)."""
+        run = await self.writer.call(self.catalogue.run, run_id)
+        if run is None:
+            raise RunError(f"no run {run_id}", 404)
+        if not run.active:
+            raise RunError(f"run {run_id} was already stopped")
+        run = await self.writer.call(self.catalogue.stop_run, run_id, time.time_ns())
+        if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
+            del self.active[run.rig]
+            self.bus.publish(Event("run_stop", f"run {run_id} stopped on {run.rig}", rig=run.rig,
+                                   fields={"run_id": run_id}))
+            self._tag(run.rig, "")
+        log.info("run %d stopped", run_id)
+        return run
