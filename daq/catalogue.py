@@ -19,6 +19,7 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
@@ -39,7 +40,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from daq.bus import Subscription
 from daq.cycles import CycleResult, RunArtifact
@@ -166,6 +167,9 @@ class Catalogue:
 
     def __init__(self, url: str):
         self.url = url
+        u = make_url(url)
+        if u.drivername.startswith("sqlite") and u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, future=True)
         self.archive = True  # keep each cycle's samples
         if url.startswith("sqlite"):

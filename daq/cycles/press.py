@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from analysis.press import Envelope, PartCounter, PressParams, analyse, envelope_reasons, judge
-from analysis.result import limit_reasons
+from analysis.result import limit_reasons, samples_hash
 from daq.bus import SampleBus
 from daq.cycles.result import CycleResult, Series
 from drivers.block import Block
@@ -152,6 +152,7 @@ class PressCycleTracker:
         r.metrics["cycle_time_s"] = None  # known when the next blow starts
         judge(r, {k: v for k, v in self.limits.items() if k != "cycle_time_s"},
               envelope_reasons(t_s, chans.get("position"), chans["force"], r, self.envelope))
+        r.samples_sha256 = samples_hash(t_s, chans)  # of the window analysed, as archived
         self.cycle_no += 1
         start_ns = int(t_ns[0] + r.start_s * 1e9)
         part, blow = self.parts.next(start_ns / 1e9, t_ns[0] / 1e9 + r.end_s)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from analysis.result import samples_hash
 from analysis.srm import SrmParams, analyse_step, characterise, judge
 from daq.bus import SampleBus
 from daq.cycles.result import CycleResult, Series
@@ -120,6 +121,7 @@ class SrmStepTracker:
             log.warning("%s: step %d: steady window too short to analyse", self.rig, step)
             return
         judge(r, self.limits)
+        r.samples_sha256 = samples_hash(t_s, chans)  # of the window analysed, as archived
         self.cycle_no += 1
         info = {"step": step, **setpoints, "revolutions": r.revolutions, "device": self.master}
         result = CycleResult(self.rig, self.cycle_no, int(t_ns[0] + r.start_s * 1e9), r.verdict,

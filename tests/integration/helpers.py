@@ -32,3 +32,14 @@ database = "{database}"
 commit_interval_s = 0.2
 """)
     return load_settings(tmp_path / "demo.toml")
+
+
+def keys_for(service) -> dict[str, str]:
+    """One API key per role, created in the started service's catalogue."""
+    return {role: service.keys.create(f"test-{role}", role)[0]
+            for role in ("operator", "engineer", "qa", "admin")}
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header for ``key``."""
+    return {"Authorization": f"Bearer {key}"}

@@ -9,7 +9,7 @@ import httpx
 from api.app import create_app
 from api.server import ApiServer
 from daq.service import Service
-from tests.integration.helpers import press_settings
+from tests.integration.helpers import bearer, keys_for, press_settings
 
 
 async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influxd, database):
@@ -20,7 +20,8 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
     await server.start()
     base = f"http://127.0.0.1:{settings.api.port}"
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        keys = keys_for(service)
+        async with httpx.AsyncClient(base_url=base, timeout=5, headers=bearer(keys["operator"])) as http:
             await asyncio.sleep(1.0)
             health = (await http.get("/api/health")).json()
             assert health["status"] == "ok" and health["version"]
@@ -49,7 +50,11 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             r = await http.get("/api/rigs/press-02/latest")
             assert r.status_code == 404 and "press-01" in r.json()["detail"]
             page = await http.get("/")
-            assert page.status_code == 200 and "rigdaq" in page.text
+            assert page.status_code == 200 and "rigdaq" in page.text and "WebSocket" in page.text
+            login = await http.get("/", headers={"Authorization": ""})
+            assert login.status_code == 401 and "API key" in login.text
+            by_cookie = await http.get("/", headers={"Authorization": "", "Cookie": f"rigdaq_key={keys['qa']}"})
+            assert by_cookie.status_code == 200 and "WebSocket" in by_cookie.text
             assert (await http.get("/openapi.json")).status_code == 200
             text = (await http.get("/metrics")).text
             assert 'rigdaq_samples_acquired_total{device="press01_amp",rig="press-01"}' in text

@@ -36,6 +36,9 @@ url = "http://127.0.0.1:{influx_port}"
 managed = {"true" if managed else "false"}
 commit_interval_s = 0.2
 """)
+    key = subprocess.run([*DAQ, "keys", "create", "--role", "operator", "--name", "test", "--config", str(cfg)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "key").write_text(key)
     return cfg, influx_port, api_port, plc_port
 
 
@@ -44,7 +47,9 @@ def _wait_latest(api_port: int, proc: subprocess.Popen, timeout_s: float = 30.0)
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         try:
-            r = httpx.get(f"http://127.0.0.1:{api_port}/api/rigs/press-01/latest", timeout=1)
+            key = (Path(proc.args[-1]).parent / "key").read_text()
+            r = httpx.get(f"http://127.0.0.1:{api_port}/api/rigs/press-01/latest", timeout=1,
+                          headers={"Authorization": f"Bearer {key}"})
             if r.status_code == 200 and {"force", "plc_tick"} <= set(r.json()["channels"]):
                 return r.json()["channels"]
         except httpx.HTTPError:
