@@ -168,17 +168,20 @@ def flux_linkage(time_s: np.ndarray, voltage_V: np.ndarray, current_A: np.ndarra
                  resistance_ohm: float, rest_A: float = 0.05) -> np.ndarray:
     """ψ(t) = ∫(v − R·i) dt from the first sample, with offset correction.
 
-    A constant offset e₀ in the integrand (amplifier/ADC offset) makes the integral
-    drift as e₀·t. Where the current is back at rest after the pulse ψ must be zero, so
-    e₀ is the least-squares slope of the raw integral there; without such a tail, e₀ is
-    the integrand's mean where the current rests before the pulse.
+    The current is "at rest" below ``rest_A`` or 2 % of its peak, whichever is larger
+    (sensor noise must not count as current). A constant offset e₀ in the integrand
+    (amplifier/ADC offset) makes the integral drift as e₀·t. Where the current is back
+    at rest after the pulse ψ must be zero, so e₀ is the least-squares slope of the raw
+    integral there; without such a tail, e₀ is the integrand's mean where the current
+    rests before the pulse.
     """
     t = np.asarray(time_s, dtype=np.float64)
     i = np.asarray(current_A, dtype=np.float64)
     e = np.asarray(voltage_V, dtype=np.float64) - resistance_ohm * i
     tau = t - t[0]
     raw = cumulative_trapezoid(e, t, initial=0.0)
-    on = np.flatnonzero(np.abs(i) > rest_A)
+    peak = float(np.max(np.abs(i))) if len(i) else 0.0
+    on = np.flatnonzero(np.abs(i) > max(rest_A, 0.02 * peak))  # sensor noise is not current
     if len(on) == 0:
         return np.zeros_like(t)
     after = slice(int(on[-1]) + 1, len(t))

@@ -1,0 +1,148 @@
+"""The SRM test rig end to end: controller on RTU, 20 kHz analyser stream, one cycle per test step."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from daq.catalogue import Catalogue
+from daq.config import load_rig, load_settings
+from daq.service import Service
+from daq.simulators import build_simulator, srm_motor
+from daq.storage.influx_v1 import series_rows
+from tests.conftest import ROOT
+
+SEQUENCE = """
+[[sequence]]
+speed_rpm = 600
+torque_Nm = 40
+hold_s = 1.4
+
+[[sequence]]
+speed_rpm = 1500
+torque_Nm = 47.7
+hold_s = 1.4
+
+[[sequence]]
+speed_rpm = 2200
+torque_Nm = 30
+hold_s = 1.4
+
+[[sequence]]
+kind = "locked_rotor"
+angles_deg = [0, 90, 180]
+voltage_V = 60.0
+pulse_ms = 20.0
+"""
+
+
+def srm_rig_text() -> str:
+    """The shipped SRM rig with a short sequence that runs once."""
+    text = (ROOT / "configs" / "rigs" / "srm-rig.toml").read_text()
+    text = re.sub(r"\[\[sequence\]\].*?(?=\n\[\[devices\]\])", SEQUENCE.strip() + "\n", text, count=1, flags=re.S)
+    text = text.replace("settle_s = 0.6", "settle_s = 0.5").replace("loop = true", "loop = false")
+    return text
+
+
+def srm_settings(tmp_path, influx_url: str, database: str):
+    (tmp_path / "rigs").mkdir(exist_ok=True)
+    (tmp_path / "rigs" / "srm-rig.toml").write_text(srm_rig_text())
+    (tmp_path / "demo.toml").write_text(f"""
+[service]
+data_dir = "var"
+rigs = ["rigs/srm-rig.toml"]
+[storage.influxdb]
+url = "{influx_url}"
+database = "{database}"
+""")
+    return load_settings(tmp_path / "demo.toml")
+
+
+async def test_a_sequence_gives_one_analysed_cycle_per_step(tmp_path, influxd, influx, database):
+    settings = srm_settings(tmp_path, influxd.url, database)
+    rig = settings.rigs[0]
+    assert len(rig.sequence) == 4
+    service = Service(settings)
+    await service.start()
+    run = await service.runs.start("srm-01", operator="lab", serial="SRM-0042")
+    try:
+        for _ in range(60):  # the sequence takes ≈ 7 s
+            await asyncio.sleep(0.5)
+            if service.simulators["srm-01"].model.state == 4:
+                break
+        await asyncio.sleep(1.0)
+    finally:
+        await service.stop()
+    health_missing = sum(a.status.missing_samples for a in service.acquisitions)
+    assert health_missing == 0
+    cat = Catalogue(settings.catalogue_url)
+    _, cycles = cat.cycles_of_run(run.id)
+    assert [c["info"]["step"] for c in cycles] == [1, 2, 3]  # one cycle per operating point
+    for c, (rpm, torque) in zip(cycles, [(600, 40.0), (1500, 47.7), (2200, 30.0)], strict=True):
+        m = c["metrics"]
+        assert m["speed_rpm"] == pytest.approx(rpm, abs=1.0)
+        assert m["mean_torque_Nm"] == pytest.approx(torque, rel=0.02)
+        assert 15 < m["torque_ripple_pct"] < 120  # an SRM's ripple
+        assert 0.7 < m["efficiency"] < 0.97
+        assert 5 < m["phase_current_rms_A"] < 30
+        assert m["torque_ripple_frequency_Hz"] == pytest.approx(24 * rpm / 60, rel=0.01)
+        rms = [m[f"phase_{x}_current_rms_A"] for x in "abcd"]
+        assert max(rms) - min(rms) < 0.03 * max(rms)
+        assert m["copper_loss_W"] == pytest.approx(0.6 * sum(r * r for r in rms), rel=1e-6)
+        assert c["verdict"] == "ok" and c["info"]["revolutions"] >= 5
+    rows = series_rows(await influx.query(f"SELECT step, efficiency FROM cycles WHERE run = '{run.id}'"))
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # the locked-rotor step: ψ(i, θ) recovered from 20 kHz samples with sensor noise
+    [art] = cat.artifacts_of_run(run.id)
+    ch = art["data"]
+    motor = srm_motor(rig.parameters)
+    grid = np.array(ch["current_A"])
+    assert ch["angles_deg"] == [0.0, 15.0, 30.0]  # mechanical: 0, 90, 180 electrical
+    for k, mech in enumerate(ch["angles_deg"]):
+        use = grid > 0.25 * grid[-1]
+        want = motor.psi(grid[use], math.radians(mech * 6))
+        got = np.array(ch["flux_Wb"][k])[use]
+        assert np.max(np.abs(got - want) / want) < 0.02, mech
+    assert ch["unaligned_inductance_H"] == pytest.approx(motor.L_u, rel=0.05)
+
+
+async def _mbpoll_rtu(port: str, *args: str) -> list[float]:
+    proc = await asyncio.create_subprocess_exec(
+        "mbpoll", "-m", "rtu", "-b", "115200", "-P", "none", "-a", "1", "-1", "-q", "-0", *args, port,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode() + out.decode()
+    return [float(v) for v in re.findall(r"^\[\d+\]:\s+(\S+)", out.decode(), flags=re.M)]
+
+
+async def test_mbpoll_reads_the_rig_controller_over_rtu(tmp_path):
+    if shutil.which("mbpoll") is None:
+        pytest.fail("mbpoll is not installed: apt-get install mbpoll (scripts/setup does it)")
+    (tmp_path / "rig.toml").write_text(srm_rig_text())
+    rig = load_rig(tmp_path / "rig.toml")
+    sim = build_simulator(rig, tmp_path)
+    await sim.start()
+    try:
+        await asyncio.sleep(0.8)  # into step 1 (ramp 0.2 s, hold 1.4 s)
+        sim.pause()
+        port = str(tmp_path / "pty" / "srm01-rs485")
+        step, state = await _mbpoll_rtu(port, "-t", "4", "-r", "0", "-c", "2")
+        [speed_sp] = await _mbpoll_rtu(port, "-t", "4:float", "-B", "-r", "2", "-c", "1")
+        [temp] = await _mbpoll_rtu(port, "-t", "4", "-r", "6", "-c", "1")  # int16, 0.1 °C
+        m = sim.model
+        assert (step, state) == (m.step_no, m.state) and step == 1 and state in (1, 2)
+        assert speed_sp == pytest.approx(600.0)
+        assert temp / 10 == pytest.approx(m.temp_C, abs=0.11)
+        # the writable command register: 2 stops the sequence
+        proc = await asyncio.create_subprocess_exec(
+            "mbpoll", "-m", "rtu", "-b", "115200", "-P", "none", "-a", "1", "-1", "-q", "-0", "-t", "4",
+            "-r", "9", port, "2", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await proc.communicate()
+        assert proc.returncode == 0 and not m.running and m.step_no == 0
+    finally:
+        await sim.stop()
