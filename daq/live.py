@@ -66,6 +66,13 @@ class LatestValues:
         return dict(self.rigs.get(rig, {}))
 
 
+def _jsonable(v):
+    """Numpy scalars (and anything else with ``item()``) as plain Python values."""
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"cannot send {type(v).__name__} on the live feed")
+
+
 class LiveClient:
     """One live-feed subscriber: a small queue of serialised messages, oldest dropped when full."""
 
@@ -113,7 +120,7 @@ class LiveFeed:
         clients = self.clients.get(rig)
         if not clients:
             return
-        data = orjson.dumps(msg)
+        data = orjson.dumps(msg, option=orjson.OPT_SERIALIZE_NUMPY, default=_jsonable)
         for c in list(clients):
             c.offer(data)
             self.sent += 1
@@ -129,7 +136,7 @@ class LiveFeed:
         """A new cycle (or its update) with its verdict."""
         self._send(c.rig, {"type": "cycle", "rig": c.rig, "id": c.id, "cycle_no": c.cycle_no, "kind": c.kind,
                            "t_ns": c.t_ns, "verdict": c.verdict, "reasons": c.reasons, "run": c.run,
-                           "metrics": {k: (v if v is None or math.isfinite(v) else None)
+                           "metrics": {k: (float(v) if v is not None and math.isfinite(v) else None)
                                        for k, v in c.metrics.items()}})
 
     def event(self, e) -> None:

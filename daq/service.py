@@ -212,15 +212,28 @@ class Service:
                 self.live.update(item.rig, item.block)
                 tracker = self.trackers.get(item.rig)
                 if tracker is not None:
-                    tracker.feed(item.rig, item.block)
+                    try:
+                        tracker.feed(item.rig, item.block)
+                    except Exception as e:  # one bad block must not end segmentation for good
+                        log.exception("%s: cycle segmentation failed on a block of %s", item.rig,
+                                      item.block.device)
+                        self.bus.publish(Event("analysis_error", f"cycle segmentation failed: {e!r}",
+                                               rig=item.rig, device=item.block.device, level="error"))
             elif isinstance(item, CycleResult):
                 self.last_cycle[item.rig] = item
-                self.feed.cycle(item)
+                self._to_feed(self.feed.cycle, item)
             elif isinstance(item, RunArtifact):
                 pass  # filed by the catalogue
             else:
                 self.recent_events.append(item)
-                self.feed.event(item)
+                self._to_feed(self.feed.event, item)
+
+    def _to_feed(self, send, item) -> None:
+        """The live feed is a view: its failure is logged, never stops segmentation."""
+        try:
+            send(item)
+        except Exception:
+            log.exception("live feed: cannot send %s", type(item).__name__)
 
     # -- run state: how an earlier run ended ---------------------------------------------
     @property

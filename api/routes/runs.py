@@ -75,7 +75,8 @@ def _ns(when: datetime | None) -> int | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1e9)
+    ns = int(when.timestamp() * 1e9)
+    return max(-(2**63), min(ns, 2**63 - 1))  # any date filters; the database holds int64
 
 
 def _runs_or_503(service):

@@ -43,3 +43,41 @@ def keys_for(service) -> dict[str, str]:
 def bearer(key: str) -> dict[str, str]:
     """The Authorization header for ``key``."""
     return {"Authorization": f"Bearer {key}"}
+
+
+class ServiceThread:
+    """A started service and its API server, on their own event loop in a thread.
+
+    For test modules that share one running service across tests (sync clients).
+    """
+
+    def __init__(self, settings):
+        import asyncio
+        import threading
+
+        from api.app import create_app
+        from api.server import ApiServer
+        from daq.service import Service
+
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.service = Service(settings)
+        self.server = ApiServer(create_app(settings, self.service), "127.0.0.1", settings.api.port)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(self.service.start())
+        self.call(self.server.start())
+        self.base = f"http://127.0.0.1:{settings.api.port}"
+
+    def call(self, coro, timeout: float = 60.0):
+        """Run a coroutine on the service's loop and wait for it."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Stop the server, then the service, then the loop."""
+        self.call(self.server.stop())
+        self.call(self.service.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

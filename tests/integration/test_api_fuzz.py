@@ -1,0 +1,48 @@
+"""Schemathesis against the running service's /openapi.json: no input makes a 5xx.
+
+Its own service (the fuzzer creates and revokes keys and runs), real influxd, an admin
+key so that every operation is reached past authentication.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from tests.integration.helpers import ServiceThread, bearer, keys_for, press_settings
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory, influxd):
+    cfg = press_settings(tmp_path_factory.mktemp("fuzz"), influxd.url, f"t_{uuid.uuid4().hex[:12]}")
+    st = ServiceThread(cfg)
+    st.keys = keys_for(st.service)
+    yield st
+    st.stop()
+
+
+def test_no_input_makes_a_server_error(fuzzed):
+    schema = schemathesis.openapi.from_url(f"{fuzzed.base}/openapi.json")
+    headers = bearer(fuzzed.keys["admin"])
+    failures, calls = [], 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def exercise(case):
+            nonlocal calls
+            response = case.call(base_url=fuzzed.base, headers=headers, timeout=30)
+            calls += 1
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path} {case.query} {case.body!r}: "
+                                f"{response.status_code} {response.text[:200]}")
+            if response.status_code == 201 and case.path == "/api/runs":  # let the next run start too
+                fuzzed.call(fuzzed.service.runs.stop(response.json()["id"]))
+
+        exercise()
+    assert calls > 200
+    assert not failures, "\n".join(failures[:20])

@@ -1,0 +1,218 @@
+"""The API as QA, engineers and operators use it, over real HTTP and WebSocket, on a running service.
+
+One service (simulated press, real influxd) for the module: a run is started through the
+API, blows are analysed, then every route is checked against every role, and QA's
+downloads (cycles, curve, plot, certification report) are checked for content.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from pypdf import PdfReader
+from websockets.sync.client import connect
+
+from analysis.result import samples_hash
+from api.reports import verify_content_hash
+from tests.integration.helpers import ServiceThread, bearer, keys_for, press_settings
+
+ROLES = ("operator", "engineer", "qa", "admin")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, influxd):
+    settings = press_settings(tmp_path_factory.mktemp("api"), influxd.url, f"t_{uuid.uuid4().hex[:12]}")
+    st = ServiceThread(settings)
+    st.keys = keys_for(st.service)
+    http = httpx.Client(base_url=st.base, timeout=30)
+    r = http.post("/api/runs", headers=bearer(st.keys["engineer"]), json={
+        "rig": "press-01", "operator": "Zoë O'Neil", "part_number": "CRK-4411/B", "lot": "H23-0917",
+        "serial": "DIE-A113", "notes": "first article, ½ scale", "extra": {"customer": "ACME, Inc."}})
+    assert r.status_code == 201, r.text
+    st.run_id = r.json()["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # two blows: ≈ 1.9 s, then one every ≈ 4.5 s
+        page = http.get(f"/api/runs/{st.run_id}/cycles", headers=bearer(st.keys["qa"])).json()
+        if page["total"] >= 2:
+            break
+        time.sleep(0.5)
+    st.cycle_id = page["cycles"][0]["id"]
+    st.http = http
+    yield st
+    http.close()
+    st.stop()
+
+
+def _matrix(st):
+    """(method, route, path, body, least role) for every route (None: no key needed)."""
+    r, c = st.run_id, st.cycle_id
+    return [
+        ("GET", "/api/health", "/api/health", None, None),
+        ("GET", "/metrics", "/metrics", None, None),
+        ("GET", "/", "/", None, "operator"),
+        ("GET", "/api/rigs", "/api/rigs", None, "operator"),
+        ("GET", "/api/rigs/{rig}/latest", "/api/rigs/press-01/latest", None, "operator"),
+        ("GET", "/api/runs", "/api/runs", None, "operator"),
+        ("GET", "/api/runs/{run_id}", f"/api/runs/{r}", None, "operator"),
+        # those allowed get 409: a run is active on press-01
+        ("POST", "/api/runs", "/api/runs", {"rig": "press-01"}, "engineer"),
+        ("POST", "/api/runs/{run_id}/stop", "/api/runs/999999/stop", None, "engineer"),  # 404
+        ("GET", "/api/runs/{run_id}/cycles", f"/api/runs/{r}/cycles", None, "qa"),
+        ("GET", "/api/cycles/{cycle_id}", f"/api/cycles/{c}", None, "qa"),
+        ("GET", "/api/cycles/{cycle_id}/curve", f"/api/cycles/{c}/curve?format=csv", None, "qa"),
+        ("GET", "/api/cycles/{cycle_id}/plot.png", f"/api/cycles/{c}/plot.png", None, "qa"),
+        ("GET", "/api/runs/{run_id}/report", f"/api/runs/{r}/report?format=json", None, "qa"),
+        ("GET", "/api/keys", "/api/keys", None, "admin"),
+        ("POST", "/api/keys", "/api/keys", {"name": "matrix", "role": "banana"}, "admin"),  # 422
+        ("DELETE", "/api/keys/{key_id}", "/api/keys/999999", None, "admin"),  # 404 for admin
+    ]
+
+
+def test_auth_matrix_every_route_and_role(api):
+    for method, _, path, body, least in _matrix(api):
+        anonymous = api.http.request(method, path, json=body)
+        bad = api.http.request(method, path, json=body, headers=bearer("rdq_00000000_not-a-key"))
+        if least is None:
+            assert anonymous.status_code == 200 and bad.status_code == 200, path
+            continue
+        assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        assert bad.status_code == 401, (method, path, bad.status_code)
+        for role in ROLES:
+            got = api.http.request(method, path, json=body, headers=bearer(api.keys[role])).status_code
+            allowed = ROLES.index(role) >= ROLES.index(least)
+            if allowed:
+                assert got not in (401, 403) and got < 500, (method, path, role, got)
+            else:
+                assert got == 403, (method, path, role, got)
+
+
+def test_the_matrix_covers_every_route_in_the_openapi(api):
+    spec = api.http.get("/openapi.json").json()
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    covered = {(m, route) for m, route, _, _, _ in _matrix(api)}
+    assert documented <= covered, documented - covered
+    for path, ops in spec["paths"].items():  # every operation has a summary
+        for op in ops.values():
+            assert op.get("summary"), path
+
+
+def test_bad_input_is_422_with_a_message(api):
+    h = bearer(api.keys["admin"])
+    for method, path, body in [
+        ("POST", "/api/runs", {"rig": "press-01", "operator": "x" * 201}),
+        ("POST", "/api/runs", {"rig": "press-01", "colour": "red"}),
+        ("POST", "/api/runs", {"rig": "press-01", "notes": "bell\x07"}),
+        ("GET", "/api/runs?limit=0", None),
+        ("GET", "/api/runs?since=yesterday", None),
+        ("GET", f"/api/cycles/{api.cycle_id}/curve?format=xml", None),
+        ("GET", f"/api/runs/{api.run_id}/report?format=docx", None),
+        ("GET", "/api/cycles/-3", None),
+        ("POST", "/api/keys", {"name": "x", "role": "superuser"}),
+    ]:
+        r = api.http.request(method, path, json=body, headers=h)
+        assert r.status_code == 422, (path, body, r.status_code)
+        assert r.json()["detail"], r.text
+    r = api.http.post("/api/runs", headers=h, content=b"{not json", )
+    assert r.status_code == 422
+
+
+def test_runs_list_filters_and_run_detail(api):
+    h = bearer(api.keys["operator"])
+    page = api.http.get("/api/runs", params={"part_number": "CRK-4411/B"}, headers=h).json()
+    assert page["total"] == 1 and page["runs"][0]["lot"] == "H23-0917"
+    assert api.http.get("/api/runs", params={"lot": "nope"}, headers=h).json()["total"] == 0
+    assert api.http.get("/api/runs", params={"since": "2100-01-01T00:00:00Z"}, headers=h).json()["total"] == 0
+    run = api.http.get(f"/api/runs/{api.run_id}", headers=h).json()
+    assert run["active"] and run["operator"] == "Zoë O'Neil" and run["extra"] == {"customer": "ACME, Inc."}
+    assert run["cycles"] >= 2 and run["ok"] + run["nok"] == run["cycles"]
+    rigs = api.http.get("/api/rigs", headers=h).json()
+    assert rigs[0]["active_run"] == str(api.run_id) and rigs[0]["last_verdict"] in ("ok", "nok")
+
+
+def test_qa_gets_cycles_curve_and_plot(api):
+    h = bearer(api.keys["qa"])
+    page = api.http.get(f"/api/runs/{api.run_id}/cycles", params={"limit": 1}, headers=h).json()
+    assert page["total"] >= 2 and len(page["cycles"]) == 1
+    c = api.http.get(f"/api/cycles/{api.cycle_id}", headers=h).json()
+    assert c["run"] == api.run_id and c["version"] == "press-1.0" and len(c["samples_sha256"]) == 64
+    assert 85_000 < c["metrics"]["peak_force_kN"] < 105_000 and c["verdict"] in ("ok", "nok")
+    influx = api.http.get(f"/api/cycles/{api.cycle_id}/curve", headers=h)
+    assert influx.headers["x-source"] == "influxdb"
+    archive = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"source": "archive"}, headers=h)
+    a = archive.json()
+    t = np.array(a["t_ns"], dtype=np.int64)
+    chans = {k: np.array(v, dtype=float) for k, v in a["channels"].items()}
+    assert samples_hash((t - t[0]) / 1e9, chans) == c["samples_sha256"]  # the archive is what was analysed
+    i = influx.json()
+    assert max(i["channels"]["force"]) == pytest.approx(c["metrics"]["peak_force_kN"], rel=1e-6)
+    assert len(i["t_ns"]) >= len(a["t_ns"]) - 5
+    csv_text = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"format": "csv"}, headers=h).text
+    header = csv_text.splitlines()[0].split(",")
+    assert header[:2] == ["time", "t_ns"] and "force" in header and len(csv_text.splitlines()) > 1000
+    png = api.http.get(f"/api/cycles/{api.cycle_id}/plot.png", headers=h)
+    assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert api.http.get("/api/cycles/99999999", headers=h).status_code == 404
+
+
+def test_certification_report_pdf_json_csv(api):
+    h = bearer(api.keys["qa"])
+    j = api.http.get(f"/api/runs/{api.run_id}/report", params={"format": "json"}, headers=h).json()
+    assert verify_content_hash(j)
+    assert j["run"]["part_number"] == "CRK-4411/B" and j["summary"]["cycles"] >= 2
+    assert set(j["statistics"]) >= {"peak_force_kN", "efficiency"} and j["imr"]["metric"] == "peak_force_kN"
+    assert j["overall_verdict"] in ("ok", "nok")
+    pdf = api.http.get(f"/api/runs/{api.run_id}/report", params={"format": "pdf"}, headers=h)
+    assert pdf.headers["content-type"] == "application/pdf"
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    flat = text.replace("\n", "")
+    for field in ("CRK-4411/B", "H23-0917", "DIE-A113", "Zoë O'Neil", "press-01", "press-1.0",
+                  "Cpk", "Nelson", "Signature", "Overall verdict"):
+        assert field in text, field
+    assert j["certificate_number"] in text
+    pdf_json = api.http.get(f"/api/runs/{api.run_id}/report", params={"format": "json"}, headers=h).json()
+    for c in pdf_json["cycles"][: j["summary"]["cycles"]]:
+        assert c["samples_sha256"] in flat, c["cycle_no"]
+    assert pdf.headers["x-content-sha256"] in flat
+    csv_text = api.http.get(f"/api/runs/{api.run_id}/report", params={"format": "csv"}, headers=h).text
+    assert j["cycles"][0]["samples_sha256"] in csv_text and "CRK-4411/B" in csv_text
+    operator = api.http.get(f"/api/runs/{api.run_id}/report", headers=bearer(api.keys["operator"]))
+    assert operator.status_code == 403
+
+
+def test_live_feed_pushes_decimated_readings_and_cycles(api):
+    url = api.base.replace("http", "ws") + "/api/rigs/press-01/live"
+    with connect(url, additional_headers=bearer(api.keys["operator"]), open_timeout=5) as ws:
+        readings, cycles = [], []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and not cycles:
+            msg = json.loads(ws.recv(timeout=5))
+            (readings if msg["type"] == "readings" else cycles if msg["type"] == "cycle" else []).append(
+                (time.monotonic(), msg))
+        assert cycles, "no cycle event within 10 s"
+        assert cycles[0][1]["verdict"] in ("ok", "nok") and cycles[0][1]["rig"] == "press-01"
+        span = readings[-1][0] - readings[0][0]
+        rate = (len(readings) - 1) / span
+        assert 10 < rate <= 21, rate  # ≤ 20 Hz, decimated from 10 kHz
+        counters = [m["channels"]["sample"]["value"] for _, m in readings]  # the amplifier's counter
+        assert counters == sorted(counters) and len(set(counters)) > 0.9 * len(counters)
+        assert "force" in readings[-1][1]["channels"] and readings[-1][1]["channels"]["force"]["unit"] == "kN"
+    with connect(url, open_timeout=5) as ws:  # no key: closed with 4401
+        with pytest.raises(Exception):  # noqa: B017 (ConnectionClosed)
+            ws.recv(timeout=5)
+        assert ws.close_code == 4401
+
+
+def test_revoked_key_is_refused(api):
+    h = bearer(api.keys["admin"])
+    new = api.http.post("/api/keys", json={"name": "temp", "role": "operator"}, headers=h).json()
+    assert api.http.get("/api/rigs", headers=bearer(new["key"])).status_code == 200
+    keys = api.http.get("/api/keys", headers=h).json()
+    assert all("hash" not in k and "key" not in k for k in keys)
+    assert api.http.delete(f"/api/keys/{new['id']}", headers=h).status_code == 204
+    assert api.http.get("/api/rigs", headers=bearer(new["key"])).status_code == 401
