@@ -85,7 +85,8 @@ def _dominant_frequency(x: np.ndarray, fs: float) -> float | None:
     ac = x - x.mean()
     if len(ac) < 16 or not np.any(ac):
         return None
-    f, pxx = welch(ac, fs=fs, nperseg=min(len(ac), round(fs)), detrend=False)
+    nperseg = min(len(ac), 1 << int(math.log2(max(fs, 16))))  # ≈1–2 Hz bins, FFT-friendly length
+    f, pxx = welch(ac, fs=fs, nperseg=nperseg, detrend=False)
     k = int(np.argmax(pxx[1:])) + 1
     if 1 <= k < len(pxx) - 1:
         a, b, c = np.log(pxx[k - 1: k + 2] + 1e-300)

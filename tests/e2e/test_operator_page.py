@@ -1,0 +1,67 @@
+"""The operator page in a real browser (Debian's chromium via Playwright) against a running service."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests.integration.helpers import ServiceThread, keys_for, press_settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, influxd):
+    settings = press_settings(tmp_path_factory.mktemp("e2e"), influxd.url, f"t_{uuid.uuid4().hex[:12]}")
+    st = ServiceThread(settings)
+    st.keys = keys_for(st.service)
+    yield st
+    st.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed: apt-get install chromium (scripts/setup does it)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
+        yield b
+        b.close()
+
+
+def test_operator_signs_in_and_sees_live_values_and_the_verdict(running, browser):
+    page = browser.new_page()
+    r = page.goto(running.base + "/")
+    assert r.status == 401
+    page.fill("#k", "rdq_00000000_wrong")
+    page.click("button[type=submit]")
+    expect(page.locator("#k")).to_be_visible()  # a wrong key: still the sign-in page
+    page.fill("#k", running.keys["operator"])
+    page.click("button[type=submit]")
+    card = page.locator("#rig-press-01")
+    expect(card).to_be_visible(timeout=10_000)
+    force = card.locator('[data-channel="sample"] .val')
+    expect(force).to_be_visible(timeout=10_000)
+    first = force.inner_text()
+    page.wait_for_timeout(500)
+    assert force.inner_text() != first  # values move: the WebSocket feed is live
+    verdict = card.locator(".verdict")
+    expect(verdict).to_have_class(re.compile(r"v-(ok|nok)"), timeout=15_000)  # a blow every ≈ 4.5 s
+    expect(verdict).to_contain_text(re.compile(r"cycle \d+: (OK|NOK)"))
+    expect(verdict).to_contain_text("peak_force_kN")
+    expect(card.locator("h2")).to_contain_text("ok")
+    page.close()
+
+
+def test_an_operator_key_cannot_fetch_reports_from_the_page_session(running, browser):
+    ctx = browser.new_context()
+    ctx.add_cookies([{"name": "rigdaq_key", "value": running.keys["operator"], "url": running.base}])
+    page = ctx.new_page()
+    assert page.goto(running.base + "/").status == 200
+    status = page.evaluate("async () => (await fetch('api/runs/1/report')).status")
+    assert status == 403
+    ctx.close()
