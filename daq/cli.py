@@ -101,6 +101,9 @@ async def _run(settings, simulate: bool) -> int:
         return 1
     print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
           f"API docs /docs. Ctrl-C stops.", flush=True)
+    if settings.auth.enabled:
+        print(f"  API keys: `daq keys create --role operator|engineer|qa|admin --name NAME --config "
+              f"{settings.path}` (catalogue {settings.catalogue_url})", flush=True)
     for rig, sim in service.simulators.items():
         for device, where in sim.endpoints().items():
             print(f"  simulated {rig}/{device}: {where}", flush=True)

@@ -21,7 +21,8 @@ class KeyCreate(BaseModel):
 
     model_config = {"extra": "forbid", "json_schema_extra": {"examples": [{"name": "qa-desk-2", "role": "qa"}]}}
 
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$",
+                               description="who or what uses the key (not blank)")]
     role: Literal["operator", "engineer", "qa", "admin"]
 
 
@@ -59,7 +60,10 @@ async def list_keys(service: ServiceDep, who: Admin) -> list[KeyOut]:
 @router.post("", summary="Create a key", status_code=201, response_model=NewKey)
 async def create_key(body: KeyCreate, service: ServiceDep, who: Admin) -> NewKey:
     """A new key; the response is the only place the key itself ever appears."""
-    key, info = await asyncio.to_thread(_store(service).create, body.name, body.role)
+    try:
+        key, info = await asyncio.to_thread(_store(service).create, body.name, body.role)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
     return NewKey(id=info.id, name=info.name, role=info.role, prefix=key.split("_")[1],
                   created=iso(time.time_ns()), key=key)
 

@@ -6,6 +6,7 @@ key so that every operation is reached past authentication.
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -13,6 +14,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from tests.integration.helpers import ServiceThread, bearer, keys_for, press_settings
+
+EXAMPLES = int(os.environ.get("RIGDAQ_FUZZ_EXAMPLES", "25"))  # per operation
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_no_input_makes_a_server_error(fuzzed):
         operation = result.ok()
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def exercise(case):
             nonlocal calls
             response = case.call(base_url=fuzzed.base, headers=headers, timeout=30)

@@ -47,7 +47,7 @@ def test_runs_cycles_and_updates(tmp_path):
     assert total == 2 and rows[0]["metrics"]["cycle_time_s"] == 4.5
     assert cat.cycles_of_run(run.id, verdict="nok")[0] == 1
     t, c = cat.cycle_samples(cid)
-    assert np.array_equal(c["force"], np.arange(100.0))
+    assert np.array_equal(c["force"], np.arange(100.0)) and np.array_equal(t, np.arange(100))
     assert cat.max_cycle_no("press-01") == 2 and cat.max_cycle_no("other") == 0
     cat.stop_run(run.id, 20_000)
     assert not cat.run(run.id).active and cat.active_runs() == []
