@@ -4,6 +4,7 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 
 from daq.cli import main
@@ -80,3 +81,34 @@ def test_unknown_limit_metric_is_a_config_error(tmp_path, capsys):
     p.write_text("time,force\n0,1\n0.1,2\n0.2,3\n")
     assert main(["analyse", str(rig), str(p)]) == 2
     assert "limits: no such metric: peak_force_kn" in capsys.readouterr().err
+
+
+SRM_RIG = str(ROOT / "configs" / "rigs" / "srm-rig.toml")
+
+
+def test_srm_steps_through_the_command(tmp_path, capsys):
+    from tests.unit.test_analysis_srm import motor_step
+
+    t1, c1 = motor_step(duration_s=1.0, rpm=1200.0, torque0=45.0, current=15.0)
+    t2, c2 = motor_step(duration_s=1.0, rpm=1800.0, torque0=30.0, current=11.0, t0=1.0)
+    t = np.concatenate([t1, t2])
+    chans = {k: np.concatenate([c1[k], c2[k]]) for k in c1}
+    chans["step"] = np.r_[np.full(len(t1), 3), np.full(len(t2), 4)]
+    sel = np.arange(0, len(t), 2)  # 10 kHz keeps the CSV small
+    p = tmp_path / "steps.csv"
+    _write(p, t[sel], {k: v[sel] for k, v in chans.items()})
+    assert main(["analyse", SRM_RIG, str(p), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "srm_rig" and [c["step"] for c in out["cycles"]] == [3, 4]
+    for c, (rpm, tq, cur) in zip(out["cycles"], [(1200, 45.0, 15.0), (1800, 30.0, 11.0)], strict=True):
+        m = c["metrics"]  # settle_s = 0.6 in the rig file; the rest is whole revolutions
+        assert m["speed_rpm"] == pytest.approx(rpm, rel=5e-3)
+        assert m["mean_torque_Nm"] == pytest.approx(tq, rel=5e-3)
+        assert m["torque_ripple_pct"] == pytest.approx(30.0, rel=5e-3)
+        assert m["torque_ripple_frequency_Hz"] == pytest.approx(24 * rpm / 60, rel=5e-3)
+        assert m["phase_current_rms_A"] == pytest.approx(cur / 2, rel=5e-3)
+        assert m["copper_loss_W"] == pytest.approx(4 * 0.6 * cur**2 / 4, rel=1e-2)
+        assert m["efficiency"] == pytest.approx(tq * rpm * 2 * math.pi / 60 / (300 * cur), rel=1e-2)
+        assert c["verdict"] == "nok" or m["efficiency"] >= 0.7  # the rig file's limit
+    assert main(["analyse", SRM_RIG, str(p)]) == 0
+    assert "step 3" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Press metrics on signals whose answers are known in closed form."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -98,3 +99,37 @@ def test_hash_changes_with_the_samples():
     chans["position"][2500] += 1e-9
     [b] = analyse(t, chans, PARAMS)
     assert a.samples_sha256 != b.samples_sha256
+
+
+def test_envelope_band_names_the_worst_point():
+    from analysis.press import Envelope, envelope_reasons
+
+    t, chans, _ = blow_signal()
+    [r] = analyse(t, chans, PARAMS)
+    wide = Envelope((500.0, 540.0), (0.0, 0.0), (F_HAT * 1.1, F_HAT * 1.1))
+    assert envelope_reasons(t, chans["position"], chans["force"], r, wide) == []
+    # max 60 MN over the middle of the stroke: the half-sine peak (80 MN at 520 mm) is outside
+    tight = Envelope((500.0, 540.0), (0.0, 0.0), (60_000.0, 60_000.0))
+    [reason] = envelope_reasons(t, chans["position"], chans["force"], r, tight)
+    n, worst, at = re.match(r"envelope: force above the band's max at (\d+) samples; worst (\S+) kN at (\S+) mm "
+                            r"\(limit 60000 kN\)", reason).groups()
+    above_s = (1 - 2 * math.asin(60_000 / F_HAT) / math.pi) * STROKE / (V * 1e3)  # time above 60 MN
+    assert int(n) == pytest.approx(above_s * FS, abs=2)
+    assert float(worst) == pytest.approx(F_HAT, rel=1e-5) and float(at) == pytest.approx(520.0, abs=0.1)
+    floor = Envelope((505.0, 535.0), (50_000.0, 50_000.0), (F_HAT * 2, F_HAT * 2))  # too little force early
+    [low] = envelope_reasons(t, chans["position"], chans["force"], r, floor)
+    assert "below the band's min" in low
+    judged = judge(r, {}, [low])
+    assert judged.verdict == "nok" and judged.reasons == [low]
+    assert envelope_reasons(t, None, chans["force"], r, wide)[0].startswith("envelope: no position")
+
+
+def test_multi_blow_parts_and_spikes():
+    t, chans, _ = blow_signal(t_end=6.0, blows=(0.2, 1.4, 2.6, 4.6))
+    spike = (t > 5.5) & (t < 5.5 + 2 / FS)
+    chans["force"] = np.where(spike, F_HAT, chans["force"])  # 2 samples: a spike, not a blow
+    p = PressParams(**{**PARAMS.__dict__, "blows_per_part": 3, "min_contact_s": 0.005})
+    results = analyse(t, chans, p)
+    assert [(r.part, r.blow_in_part) for r in results] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    gap = PressParams(**{**PARAMS.__dict__, "blows_per_part": 0, "part_gap_s": 1.5, "min_contact_s": 0.005})
+    assert [(r.part, r.blow_in_part) for r in analyse(t, chans, gap)] == [(1, 1), (1, 2), (1, 3), (2, 1)]
