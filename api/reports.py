@@ -88,7 +88,9 @@ def build_report(catalogue: Catalogue, run_id: int, rigs: dict | None = None) ->
     content = {
         "document": "Inspection certificate (in the spirit of EN 10204 type 3.1)",
         "certificate_number": f"RDQ-{run.rig}-{started}-{run.id:06d}",
-        "issued": iso(time.time_ns()),
+        # a stopped run's certificate is the same whenever it is rendered (same content hash)
+        "issued": iso(run.stopped_ns) if run.stopped_ns else iso(time.time_ns()),
+        "status": "final" if run.stopped_ns else "interim: the run is still active",
         "issuer": f"rigdaq {__version__}",
         "rig": {"name": run.rig, "kind": kind, "description": cfg.get("description", "")},
         "run": run_out(run).model_dump(exclude={"cycles", "ok", "nok", "artifacts", "sweep"}),
@@ -182,7 +184,7 @@ def render_pdf(report: dict) -> bytes:
     run = report["run"]
     body.append(Paragraph(f"{report['document']}", styles["Title"]))
     body.append(Paragraph(f"Certificate number: <b>{report['certificate_number']}</b> — issued "
-                          f"{report['issued']} by {report['issuer']}", styles["BodyText"]))
+                          f"{report['issued']} by {report['issuer']} ({report['status']})", styles["BodyText"]))
     body.append(Spacer(1, 4 * mm))
     trace = [["Traceability", ""], ["Rig", f"{report['rig']['name']} ({report['rig']['kind']}) "
                                            f"{report['rig']['description']}"],

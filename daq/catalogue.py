@@ -261,12 +261,16 @@ class Catalogue:
             row = c.execute(select(cycles).where(cycles.c.id == cycle_id)).mappings().first()
         return dict(row) if row else None
 
-    def cycles_of_run(self, run_id: int, limit: int = 1000, offset: int = 0,
-                      verdict: str | None = None) -> tuple[int, list[dict]]:
-        """(total, one page of a run's cycles in order)."""
+    def cycles_of_run(self, run_id: int, limit: int = 1000, offset: int = 0, verdict: str | None = None,
+                      since_ns: int | None = None, until_ns: int | None = None) -> tuple[int, list[dict]]:
+        """(total, one page of a run's cycles in time order), optionally by verdict and start time."""
         where = cycles.c.run_id == run_id
         if verdict:
             where = and_(where, cycles.c.verdict == verdict)
+        if since_ns is not None:
+            where = and_(where, cycles.c.t_ns >= since_ns)
+        if until_ns is not None:
+            where = and_(where, cycles.c.t_ns < until_ns)
         with self.engine.connect() as c:
             total = c.execute(select(func.count()).select_from(cycles).where(where)).scalar_one()
             rows = c.execute(select(cycles).where(where).order_by(cycles.c.t_ns)

@@ -303,6 +303,7 @@ class SimulationSettings(Strict):
     faults: list[ScheduledFault] = Field(default_factory=list)
     autostart: bool = Field(default=True, description="srm_rig: run the test sequence from the start")
     loop: bool = Field(default=True, description="srm_rig: repeat the sequence after a pause")
+    pause_s: float = Field(default=2.0, ge=0, le=86400, description="srm_rig: the pause between repetitions")
 
 
 class ScrewPressParameters(Strict):

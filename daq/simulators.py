@@ -72,7 +72,7 @@ def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimula
         rate = max((s.rate_hz for s in streams), default=20_000.0)
         mech = RigMechanics(thermal_resistance=p.thermal_resistance_K_W,
                             thermal_time_constant=p.thermal_time_constant_s, ambient_C=p.ambient_C,
-                            loop=rig.simulation.loop)
+                            loop=rig.simulation.loop, idle_s=rig.simulation.pause_s)
         sim = SrmRigSimulator(srm_motor(p), srm_sequence(rig), rate, plcs, streams, rtus,
                               seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
                               record=record, mech=mech, autostart=rig.simulation.autostart)

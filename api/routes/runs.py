@@ -150,14 +150,16 @@ async def get_run(run_id: RunId, service: ServiceDep, who: Operator) -> RunOut:
 @router.get("/{run_id}/cycles", summary="A run's cycles", response_model=CyclePage)
 async def run_cycles(run_id: RunId, service: ServiceDep, who: QA,
                      verdict: Annotated[str | None, Query(pattern="^(ok|nok)$")] = None,
+                     since: Annotated[datetime | None, Query(description="cycles starting at or after")] = None,
+                     until: Annotated[datetime | None, Query(description="cycles starting before")] = None,
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
                      offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> CyclePage:
-    """Cycles with metrics, verdict and reasons, in time order; paginated, optionally by verdict."""
+    """Cycles with metrics, verdict and reasons, in time order; paginated, by verdict and start time."""
     cat = catalogue_of(service)
     run = await asyncio.to_thread(cat.run, run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id}")
-    total, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, limit, offset, verdict)
+    total, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, limit, offset, verdict, _ns(since), _ns(until))
     return CyclePage(run=run_id, total=total, limit=limit, offset=offset, cycles=[cycle_out(r) for r in rows])
 
 

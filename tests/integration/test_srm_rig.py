@@ -6,12 +6,14 @@ import asyncio
 import math
 import re
 import shutil
+import time
 
 import numpy as np
 import pytest
 
 from daq.catalogue import Catalogue
 from daq.config import load_rig, load_settings
+from daq.influxd import free_port
 from daq.service import Service
 from daq.simulators import build_simulator, srm_motor
 from daq.storage.influx_v1 import series_rows
@@ -146,3 +148,41 @@ async def test_mbpoll_reads_the_rig_controller_over_rtu(tmp_path):
         assert proc.returncode == 0 and not m.running and m.step_no == 0
     finally:
         await sim.stop()
+
+
+def test_a_run_can_start_the_test_sequence_through_the_controller(tmp_path, influxd):
+    import httpx
+
+    from tests.integration.helpers import ServiceThread, bearer, keys_for
+
+    (tmp_path / "rigs").mkdir()
+    text = srm_rig_text().replace("autostart = true", "autostart = false")
+    (tmp_path / "rigs" / "srm-rig.toml").write_text(text)
+    (tmp_path / "demo.toml").write_text(f"""
+[service]
+data_dir = "var"
+rigs = ["rigs/srm-rig.toml"]
+[api]
+port = {free_port()}
+""")
+    st = ServiceThread(load_settings(tmp_path / "demo.toml"))
+    try:
+        model = st.service.simulators["srm-01"].model
+        keys = keys_for(st.service)
+        time.sleep(1.0)
+        assert not model.running and model.step_no == 0  # waits for its command
+        with pytest.raises(PermissionError, match="not declared writable"):
+            st.call(st.service.write_channel("srm-01", "step", 3))
+        r = httpx.post(f"{st.base}/api/runs", headers=bearer(keys["engineer"]), timeout=10,
+                       json={"rig": "srm-01", "operator": "lab", "start_sequence": True})
+        assert r.status_code == 201, r.text
+        assert model.running
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and st.service.last_cycle.get("srm-01") is None:
+            time.sleep(0.2)
+        first = st.service.last_cycle["srm-01"]
+        assert first.info["step"] == 1 and first.run == str(r.json()["id"])
+        events = [e.kind for e in st.service.recent_events]
+        assert "channel_written" in events and "run_start" in events
+    finally:
+        st.stop()
