@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from analysis.press import analyse
 from analysis.result import samples_hash
 from api.routes.rigs import list_rigs
 from daq.catalogue import Catalogue
+from daq.cycles import press_params
 from daq.service import Service
 from daq.storage.influx_v1 import series_rows
 from tests.integration.helpers import press_settings
@@ -51,6 +53,11 @@ async def test_each_blow_becomes_one_analysed_cycle(tmp_path, influxd, influx, d
         t_ns, chans = cat.cycle_samples(c["id"])
         assert len(t_ns) > 1000 and {"force", "position"} <= set(chans)
         assert samples_hash((t_ns - t_ns[0]) / 1e9, chans) == c["samples_sha256"]
+        # re-analysed from the archive (as after InfluxDB's retention): the same result
+        [again] = analyse((t_ns - t_ns[0]) / 1e9, chans, press_params(settings.rigs[0]))
+        for k, v in again.metrics.items():
+            if k != "cycle_time_s":
+                assert v == pytest.approx(c["metrics"][k], rel=1e-12), k
         assert c["info"]["part"] >= 1 and c["info"]["device"] == "press01_amp"
     assert cat.run(run.id).operator == "Ann O'Hara"
     # samples, cycles and events of the run carry its id as the `run` tag
