@@ -216,3 +216,17 @@ def test_revoked_key_is_refused(api):
     assert all("hash" not in k and "key" not in k for k in keys)
     assert api.http.delete(f"/api/keys/{new['id']}", headers=h).status_code == 204
     assert api.http.get("/api/rigs", headers=bearer(new["key"])).status_code == 401
+
+
+def test_curve_falls_back_to_the_archive_after_retention(api, influxd):
+    h = bearer(api.keys["qa"])
+    row = api.http.get(f"/api/cycles/{api.cycle_id}", headers=h).json()
+    db = api.settings.storage.influxdb.database
+    r = httpx.post(f"{influxd.url}/query", params={
+        "db": db, "q": f"DELETE FROM press01_amp WHERE time <= {row['t_ns'] + 10**9}"})
+    assert r.status_code == 200, r.text
+    curve = api.http.get(f"/api/cycles/{api.cycle_id}/curve", headers=h)
+    assert curve.status_code == 200 and curve.headers["x-source"] == "archive"
+    strict = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"source": "influxdb"}, headers=h)
+    assert strict.status_code == 404 and "retention" in strict.json()["detail"]
+    assert api.http.get(f"/api/cycles/{api.cycle_id}/plot.png", headers=h).status_code == 200
