@@ -76,7 +76,9 @@ class StreamFace:
 class _StreamOut:
     def __init__(self, face: StreamFace, steps_per_sample: int):
         self.face = face
-        self.link = PtyLink(face.link)
+        # the instrument's output buffer: ≥ 2 s of frames, so a host that stalls for a
+        # moment (or the catch-up burst after it) does not overflow it
+        self.link = PtyLink(face.link, fifo_bytes=max(256 * 1024, int(2 * face.rate_hz * 64)))
         self.codec = FrameCodec(face.channels) if face.format == "binary" else LineCodec(face.channels)
         self.every = steps_per_sample
         self.sent = 0  # samples handed to the pty
