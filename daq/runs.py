@@ -93,7 +93,13 @@ class RunManager:
             raise RunError(f"no run {run_id}", 404)
         if not run.active:
             raise RunError(f"run {run_id} was already stopped")
-        run = await self.writer.call(self.catalogue.stop_run, run_id, time.time_ns())
+        end_ns = time.time_ns()
+        tracker = self.trackers.get(run.rig)
+        if tracker is not None and self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
+            final = tracker.close_run(end_ns)
+            if final is not None:  # filed now: the run's results are final when stop returns
+                final.id = await self.writer.call(self.catalogue.file_cycle, final)
+        run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
         if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
             del self.active[run.rig]
             self.bus.publish(Event("run_stop", f"run {run_id} stopped on {run.rig}", rig=run.rig,

@@ -99,6 +99,20 @@ class PressCycleTracker:
             self._analyse(self._contact_start - self.pre_ns, self._contact_end + self.post_ns)
             self._contact_end = None
 
+    def close_run(self, end_ns: int) -> CycleResult | None:
+        """The run ends: its last blow's cycle time runs to the end of the run, and is final.
+
+        Returns that blow if it changed (it is also published), so a stopped run's
+        results never change afterwards.
+        """
+        last, self.last = self.last, None
+        if last is None or last.metrics.get("cycle_time_s") is not None:
+            return None
+        last.metrics["cycle_time_s"] = (end_ns - last.t_ns) / 1e9
+        self._judge_cycle_time(last)
+        self.bus.publish(last)
+        return last
+
     def _judge_cycle_time(self, c: CycleResult) -> None:
         """The cycle-time limit can only be checked once the next blow has started."""
         lim = self.limits.get("cycle_time_s")

@@ -74,6 +74,10 @@ class SrmStepTracker:
             while self._pending and self._pending[0][3] <= arrived:
                 self._finish(*self._pending.pop(0))
 
+    def close_run(self, end_ns: int) -> CycleResult | None:
+        """The run ends: a step still in progress is not part of it (nothing to finalise)."""
+        return None
+
     def _follow_controller(self, block: Block) -> None:
         steps = block.channels["step"]
         states = block.channels.get("state", np.zeros(len(steps)))
