@@ -540,6 +540,8 @@ class InfluxSettings(Strict):
                                      description="how often gathered lines are fsync'd to the spool")
     spool_max_mb: float = Field(default=2048, gt=0, description="bound of the on-disk spool")
     spool_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    retention: str | None = Field(default=None, pattern=r"^([1-9][0-9]*[hdw]|INF)$",
+                                  description="v1: how long the database keeps samples (48h, 30d, 52w, INF)")
 
     @model_validator(mode="after")
     def _api_fields(self) -> InfluxSettings:

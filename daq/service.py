@@ -108,7 +108,7 @@ class Service:
             self.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password,
                                          cfg.timeout_s)
         try:
-            await self.client.create_database()
+            await self.client.create_database(cfg.retention if cfg.api == "v1" else None)
         except InfluxError as e:
             log.warning("cannot create database %r yet (%s); will keep trying", cfg.database, e)
         sub = self.bus.subscribe("storage", maxsize=100_000)

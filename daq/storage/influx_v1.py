@@ -43,9 +43,16 @@ class InfluxV1Client:
             return False
         return r.status_code == 204
 
-    async def create_database(self) -> None:
-        """``CREATE DATABASE`` (idempotent)."""
+    async def create_database(self, retention: str | None = None) -> None:
+        """``CREATE DATABASE`` (idempotent).
+
+        With ``retention`` (``48h``, ``30d``, ``INF``) its default policy keeps data that long.
+        """
         await self.query(f'CREATE DATABASE "{self.database}"', method="POST")
+        if retention:
+            shard = "1h" if retention != "INF" and retention.endswith("h") else "1d"
+            await self.query(f'ALTER RETENTION POLICY "autogen" ON "{self.database}" DURATION {retention} '
+                             f"SHARD DURATION {shard} DEFAULT", method="POST")
 
     async def write(self, body: bytes) -> None:
         """POST line protocol (ns precision). Raises :class:`InfluxError`."""

@@ -46,7 +46,7 @@ class InfluxV2Client:
         """POST line protocol to ``/api/v2/write``. Raises :class:`InfluxError`."""
         await asyncio.to_thread(self._write, body)
 
-    async def create_database(self) -> None:
+    async def create_database(self, retention: str | None = None) -> None:
         """Buckets are created by whoever owns the InfluxDB organisation; nothing to do."""
 
     async def aclose(self) -> None:

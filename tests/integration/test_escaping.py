@@ -29,3 +29,16 @@ async def test_tag_values_and_names_round_trip(influx):
     for i, value in enumerate(NASTY):
         assert by_field[i]["part"] == value.replace("\n", " ")  # no newline in a tag
         assert by_field[i]["s"] == f'str "{value}"'
+
+
+async def test_retention_is_set_on_the_database(influxd, database):
+    from daq.storage.influx_v1 import InfluxV1Client, series_rows
+
+    client = InfluxV1Client(influxd.url, database)
+    try:
+        await client.create_database("48h")
+        await client.create_database("48h")  # idempotent
+        [rp] = series_rows(await client.query(f'SHOW RETENTION POLICIES ON "{database}"'))
+        assert rp["name"] == "autogen" and rp["duration"] == "48h0m0s" and rp["default"] is True
+    finally:
+        await client.aclose()
