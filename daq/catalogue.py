@@ -346,6 +346,7 @@ class CatalogueWriter:
             else:
                 return
             self.filed += 1
+            self.last_error = ""  # health is degraded only while filing fails
         except Exception as e:  # a database error must not stop filing the next cycle
             self.errors += 1
             self.last_error = f"{type(e).__name__}: {e}"

@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import urlparse
 
+from sqlalchemy.engine import make_url
+
 from daq import __version__
 from daq.acquisition import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
@@ -335,13 +337,19 @@ class Service:
                 "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
             }
         ok = all(d["state"] == "ok" for d in devices) and (
-            self.writer is None or self.writer.healthy)
+            self.writer is None or self.writer.healthy) and (
+            self.catalogue_writer is None or not self.catalogue_writer.last_error)
         return {
             "status": "ok" if ok else "degraded",
             "version": __version__,
             "devices": devices,
             "storage": storage,
             "spool_depth": self.writer.spool.lines if self.writer else 0,
+            "catalogue": None if self.catalogue_writer is None else {
+                "url": make_url(self.catalogue.url).render_as_string(hide_password=True),
+                "filed": self.catalogue_writer.filed, "errors": self.catalogue_writer.errors,
+                "last_error": self.catalogue_writer.last_error or None},
+            "active_runs": {rig: run.id for rig, run in (self.runs.active.items() if self.runs else [])},
             "bus": {s.name: {"queued": s.queue.qsize(), "lost_samples": s.lost_samples}
                     for s in self.bus.subscriptions},
         }

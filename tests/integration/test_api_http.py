@@ -25,6 +25,7 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             await asyncio.sleep(1.0)
             health = (await http.get("/api/health")).json()
             assert health["status"] == "ok" and health["version"]
+            assert health["catalogue"]["url"].startswith("sqlite:///") and health["catalogue"]["errors"] == 0
             devs = {d["device"]: d for d in health["devices"]}
             assert set(devs) == {"press01_plc", "press01_plc/slow", "press01_amp", "press01_dies",
                                  "press01_lube"}
