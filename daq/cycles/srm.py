@@ -47,10 +47,11 @@ class SrmStepTracker:
 
     def __init__(self, rig: str, master: str, controller: str, params: SrmParams,
                  limits: dict[str, dict[str, float]], bus: SampleBus, keep_s: float = 30.0,
-                 end_margin_s: float = 0.15):
+                 end_margin_s: float = 0.15, rate_hz: float | None = None):
         self.rig, self.master, self.controller = rig, master, controller
         self.params, self.limits, self.bus = params, limits, bus
         self.keep_s = keep_s
+        self.rate_hz = rate_hz  # the master stream's sample rate: its counter is the time base
         self.end_margin_ns = int(end_margin_s * 1e9)
         self.series: dict[str, Series] = {}
         self.cycle_no = 0
@@ -65,7 +66,7 @@ class SrmStepTracker:
             return
         if block.device == self.master:
             for name, col in block.channels.items():
-                if col.dtype.kind in "fiu" and name != "sample":
+                if col.dtype.kind in "fiu":
                     self.series.setdefault(name, Series(self.keep_s)).add(block.t_ns, col)
         elif block.device == self.controller and "step" in block.channels:
             self._follow_controller(block)
@@ -109,6 +110,19 @@ class SrmStepTracker:
                 chans[name] = vs
         return tm, chans
 
+    def _time_base(self, t_ns: np.ndarray, chans: dict[str, np.ndarray]) -> np.ndarray:
+        """Seconds from the window's start, on the device's own time base.
+
+        From the device's sample counter where it is gap-free (uniform, as the instrument
+        sampled), else from the host timestamps. Host timestamps are drift-corrected but
+        may be nudged at block edges to stay causal; integrals such as ψ = ∫(v − R·i) dt
+        must not see those nudges.
+        """
+        counter = chans.get("sample")
+        if self.rate_hz and counter is not None and len(counter) > 1 and np.all(np.diff(counter) == 1):
+            return (counter - counter[0]) / self.rate_hz
+        return (t_ns - t_ns[0]) / 1e9
+
     def _finish(self, step: int, state: int, start_ns: int, end_ns: int, setpoints: dict) -> None:
         if state == STATE_LOCKED:
             self._characterise(step, start_ns, end_ns)
@@ -118,14 +132,15 @@ class SrmStepTracker:
             log.warning("%s: step %d: no stream samples in its steady window", self.rig, step)
             return
         t_ns, chans = got
-        t_s = (t_ns - t_ns[0]) / 1e9
-        r = analyse_step(t_s, chans, SrmParams(self.params.phase_resistance_ohm, settle_s=0.0,
+        t_s = self._time_base(t_ns, chans)
+        analysed = {k: v for k, v in chans.items() if k != "sample"}
+        r = analyse_step(t_s, analysed, SrmParams(self.params.phase_resistance_ohm, settle_s=0.0,
                                                min_steady_s=self.params.min_steady_s), step=step)
         if r is None:
             log.warning("%s: step %d: steady window too short to analyse", self.rig, step)
             return
         judge(r, self.limits)
-        r.samples_sha256 = samples_hash(t_s, chans)  # of the window analysed, as archived
+        r.samples_sha256 = samples_hash(t_s, analysed)  # the window analysed (archived with its counter)
         self.cycle_no += 1
         info = {"step": step, **setpoints, "revolutions": r.revolutions, "device": self.master}
         result = CycleResult(self.rig, self.cycle_no, int(t_ns[0] + r.start_s * 1e9), r.verdict,
@@ -146,7 +161,7 @@ class SrmStepTracker:
             log.warning("%s: locked-rotor step %d: rotor angle or phase A channels missing", self.rig, step)
             return
         t_ns, c = got
-        t = (t_ns - t_ns[0]) / 1e9
+        t = self._time_base(t_ns, c)
         angle = np.round(c["rotor_angle"], 1)
         cuts = [0, *(np.flatnonzero(np.diff(angle) != 0) + 1).tolist(), len(t)]
         pulses = [(float(angle[a]), t[a:b], c["phase_a_voltage"][a:b], c["phase_a_current"][a:b])
@@ -175,4 +190,6 @@ def srm_tracker(rig, master: str, bus: SampleBus) -> SrmStepTracker | None:
         log.warning("%s: no device reports a `step` channel: test steps cannot be cut live", rig.name)
         return None
     keep = max([s.hold_s for s in rig.sequence] + [10.0]) + 10.0
-    return SrmStepTracker(rig.name, master, controller, srm_params(rig), rig.limit_dicts(), bus, keep_s=keep)
+    rate = next((getattr(d, "sample_rate_hz", None) for d in rig.devices if d.name == master), None)
+    return SrmStepTracker(rig.name, master, controller, srm_params(rig), rig.limit_dicts(), bus, keep_s=keep,
+                          rate_hz=rate)
