@@ -51,17 +51,13 @@ def srm_rig_text() -> str:
     return text
 
 
-def srm_settings(tmp_path, influx_url: str, database: str):
+def srm_settings(tmp_path, influx_url: str | None, database: str = "rigdaq", rig_text: str | None = None):
+    """A service file for the SRM rig alone: InfluxDB if given, the API on a free port."""
     (tmp_path / "rigs").mkdir(exist_ok=True)
-    (tmp_path / "rigs" / "srm-rig.toml").write_text(srm_rig_text())
-    (tmp_path / "demo.toml").write_text(f"""
-[service]
-data_dir = "var"
-rigs = ["rigs/srm-rig.toml"]
-[storage.influxdb]
-url = "{influx_url}"
-database = "{database}"
-""")
+    (tmp_path / "rigs" / "srm-rig.toml").write_text(rig_text or srm_rig_text())
+    storage = f'[storage.influxdb]\nurl = "{influx_url}"\ndatabase = "{database}"\n' if influx_url else ""
+    (tmp_path / "demo.toml").write_text(f'[service]\ndata_dir = "var"\nrigs = ["rigs/srm-rig.toml"]\n'
+                                        f"[api]\nport = {free_port()}\n{storage}")
     return load_settings(tmp_path / "demo.toml")
 
 
@@ -155,17 +151,8 @@ def test_a_run_can_start_the_test_sequence_through_the_controller(tmp_path, infl
 
     from tests.integration.helpers import ServiceThread, bearer, keys_for
 
-    (tmp_path / "rigs").mkdir()
     text = srm_rig_text().replace("autostart = true", "autostart = false")
-    (tmp_path / "rigs" / "srm-rig.toml").write_text(text)
-    (tmp_path / "demo.toml").write_text(f"""
-[service]
-data_dir = "var"
-rigs = ["rigs/srm-rig.toml"]
-[api]
-port = {free_port()}
-""")
-    st = ServiceThread(load_settings(tmp_path / "demo.toml"))
+    st = ServiceThread(srm_settings(tmp_path, None, rig_text=text))
     try:
         model = st.service.simulators["srm-01"].model
         keys = keys_for(st.service)
