@@ -21,7 +21,7 @@ import numpy as np
 from analysis.press import Envelope, PartCounter, PressParams, analyse, envelope_reasons, judge
 from analysis.result import limit_reasons, samples_hash
 from daq.bus import SampleBus
-from daq.cycles.result import CycleResult, Series
+from daq.cycles.result import CycleResult, Series, device_time
 from drivers.block import Block
 
 log = logging.getLogger(__name__)
@@ -34,10 +34,11 @@ class PressCycleTracker:
 
     def __init__(self, rig: str, master: str, params: PressParams, limits: dict[str, dict[str, float]],
                  bus: SampleBus, pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
-                 envelope: Envelope | None = None):
+                 envelope: Envelope | None = None, rate_hz: float | None = None):
         self.rig, self.master = rig, master
         self.params, self.limits, self.envelope = params, limits, envelope
         self.parts = PartCounter(params.blows_per_part, params.part_gap_s)
+        self.rate_hz = rate_hz  # the master stream's sample rate: its counter is the time base
         self.bus = bus
         self.pre_ns, self.post_ns = int(pre_s * 1e9), int(post_s * 1e9)
         self.series: dict[str, Series] = {}
@@ -147,6 +148,10 @@ class PressCycleTracker:
         if sel.sum() < 10:
             return
         t_ns = tm[sel]
+        if "sample" in self.series:
+            tc, counter = self.series["sample"].arrays()
+            if len(tc) == len(tm):
+                t_ns = device_time(t_ns, counter[sel], self.rate_hz)
         chans = {"force": force[sel]}
         for name in self.ANALYSIS_CHANNELS[1:]:
             if name in self.series:
@@ -204,5 +209,6 @@ def press_envelope(rig) -> Envelope | None:
 def press_tracker(rig, master: str, bus: SampleBus) -> PressCycleTracker:
     """A blow tracker for a press rig file, on its master stream."""
     seg = rig.segmentation
+    rate = next((getattr(d, "sample_rate_hz", None) for d in rig.devices if d.name == master), None)
     return PressCycleTracker(rig.name, master, press_params(rig), rig.limit_dicts(), bus,
-                             pre_s=seg.pre_s, post_s=seg.post_s, envelope=press_envelope(rig))
+                             pre_s=seg.pre_s, post_s=seg.post_s, envelope=press_envelope(rig), rate_hz=rate)

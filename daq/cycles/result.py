@@ -33,6 +33,20 @@ class CycleResult:
     id: int | None = None  # catalogue id, once filed
 
 
+def device_time(t_ns: np.ndarray, counter: np.ndarray | None, rate_hz: float | None) -> np.ndarray:
+    """A window's timestamps on the instrument's own time base.
+
+    Host timestamps of a stream are drift-corrected, but nudged at block edges to stay
+    causal; derivatives and integrals (ram speed, ψ = ∫(v − R·i) dt) must not see those
+    nudges. Where the window's sample counter has no gaps, the timestamps become
+    ``t_ns[0] + (counter − counter[0]) / rate``: uniform, anchored at the first host time.
+    These are what the analysis uses, what is hashed and what is archived.
+    """
+    if rate_hz and counter is not None and len(counter) > 1 and np.all(np.diff(counter) == 1):
+        return t_ns[0] + np.rint((counter - counter[0]) * (1e9 / rate_hz)).astype(np.int64)
+    return t_ns
+
+
 class Series:
     """A bounded (time, value) history of one channel."""
 

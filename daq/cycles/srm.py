@@ -19,7 +19,7 @@ import numpy as np
 from analysis.result import samples_hash
 from analysis.srm import SrmParams, analyse_step, characterise, judge
 from daq.bus import SampleBus
-from daq.cycles.result import CycleResult, Series
+from daq.cycles.result import CycleResult, Series, device_time
 from drivers.block import Block
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class SrmStepTracker:
         self.params, self.limits, self.bus = params, limits, bus
         self.keep_s = keep_s
         self.rate_hz = rate_hz  # the master stream's sample rate: its counter is the time base
+        self.counter = Series(keep_s)
         self.end_margin_ns = int(end_margin_s * 1e9)
         self.series: dict[str, Series] = {}
         self.cycle_no = 0
@@ -66,8 +67,10 @@ class SrmStepTracker:
             return
         if block.device == self.master:
             for name, col in block.channels.items():
-                if col.dtype.kind in "fiu":
+                if col.dtype.kind in "fiu" and name != "sample":
                     self.series.setdefault(name, Series(self.keep_s)).add(block.t_ns, col)
+            if "sample" in block.channels:
+                self.counter.add(block.t_ns, block.channels["sample"])
         elif block.device == self.controller and "step" in block.channels:
             self._follow_controller(block)
         if self._pending and "torque" in self.series:
@@ -103,25 +106,14 @@ class SrmStepTracker:
         tm, _ = self.series["torque"].between(start_ns, end_ns)
         if len(tm) < 16:
             return None
+        tc, counter = self.counter.between(start_ns, end_ns)
+        uniform = device_time(tm, counter, self.rate_hz) if len(tc) == len(tm) else tm
         chans = {}
         for name, s in self.series.items():
             ts, vs = s.between(start_ns, end_ns)
             if len(ts) == len(tm):
                 chans[name] = vs
-        return tm, chans
-
-    def _time_base(self, t_ns: np.ndarray, chans: dict[str, np.ndarray]) -> np.ndarray:
-        """Seconds from the window's start, on the device's own time base.
-
-        From the device's sample counter where it is gap-free (uniform, as the instrument
-        sampled), else from the host timestamps. Host timestamps are drift-corrected but
-        may be nudged at block edges to stay causal; integrals such as ψ = ∫(v − R·i) dt
-        must not see those nudges.
-        """
-        counter = chans.get("sample")
-        if self.rate_hz and counter is not None and len(counter) > 1 and np.all(np.diff(counter) == 1):
-            return (counter - counter[0]) / self.rate_hz
-        return (t_ns - t_ns[0]) / 1e9
+        return uniform, chans
 
     def _finish(self, step: int, state: int, start_ns: int, end_ns: int, setpoints: dict) -> None:
         if state == STATE_LOCKED:
@@ -132,15 +124,14 @@ class SrmStepTracker:
             log.warning("%s: step %d: no stream samples in its steady window", self.rig, step)
             return
         t_ns, chans = got
-        t_s = self._time_base(t_ns, chans)
-        analysed = {k: v for k, v in chans.items() if k != "sample"}
-        r = analyse_step(t_s, analysed, SrmParams(self.params.phase_resistance_ohm, settle_s=0.0,
+        t_s = (t_ns - t_ns[0]) / 1e9
+        r = analyse_step(t_s, chans, SrmParams(self.params.phase_resistance_ohm, settle_s=0.0,
                                                min_steady_s=self.params.min_steady_s), step=step)
         if r is None:
             log.warning("%s: step %d: steady window too short to analyse", self.rig, step)
             return
         judge(r, self.limits)
-        r.samples_sha256 = samples_hash(t_s, analysed)  # the window analysed (archived with its counter)
+        r.samples_sha256 = samples_hash(t_s, chans)  # of the window analysed, as archived
         self.cycle_no += 1
         info = {"step": step, **setpoints, "revolutions": r.revolutions, "device": self.master}
         result = CycleResult(self.rig, self.cycle_no, int(t_ns[0] + r.start_s * 1e9), r.verdict,
@@ -161,7 +152,7 @@ class SrmStepTracker:
             log.warning("%s: locked-rotor step %d: rotor angle or phase A channels missing", self.rig, step)
             return
         t_ns, c = got
-        t = self._time_base(t_ns, c)
+        t = (t_ns - t_ns[0]) / 1e9
         angle = np.round(c["rotor_angle"], 1)
         cuts = [0, *(np.flatnonzero(np.diff(angle) != 0) + 1).tolist(), len(t)]
         pulses = [(float(angle[a]), t[a:b], c["phase_a_voltage"][a:b], c["phase_a_current"][a:b])
