@@ -41,6 +41,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 from daq.bus import Subscription
 from daq.cycles import CycleResult, RunArtifact
@@ -285,6 +286,34 @@ class Catalogue:
             return None
         return unpack_samples(row["n"], list(row["channels"]), row["data"])
 
+    def archive_bytes(self) -> int:
+        """Bytes of archived samples."""
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.coalesce(func.sum(func.length(samples.c.data)), 0))).scalar_one())
+
+    def prune_archive(self, max_bytes: int) -> int:
+        """Delete the oldest cycles' archived samples until the archive fits ``max_bytes``.
+
+        The cycles themselves (results, hashes) stay. Returns how many archives went.
+        """
+        total = self.archive_bytes()
+        if total <= max_bytes:
+            return 0
+        gone = 0
+        with self.engine.begin() as c:
+            rows = c.execute(select(samples.c.cycle_id, func.length(samples.c.data))
+                             .order_by(samples.c.cycle_id)).all()
+            doomed = []
+            for cid, size in rows:
+                if total <= max_bytes:
+                    break
+                doomed.append(cid)
+                total -= int(size)
+            for k in range(0, len(doomed), 500):
+                c.execute(samples.delete().where(samples.c.cycle_id.in_(doomed[k:k + 500])))
+            gone = len(doomed)
+        return gone
+
     def max_cycle_no(self, rig: str) -> int:
         """The highest cycle number filed for a rig (0 if none)."""
         with self.engine.connect() as c:
@@ -318,9 +347,13 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 class CatalogueWriter:
     """Files cycles and artifacts from the bus, on the catalogue's own thread."""
 
-    def __init__(self, catalogue: Catalogue, sub: Subscription):
+    def __init__(self, catalogue: Catalogue, sub: Subscription, archive_max_bytes: int | None = None,
+                 on_event=None):
         self.catalogue = catalogue
         self.sub = sub
+        self.archive_max_bytes = archive_max_bytes
+        self.on_event = on_event  # called with (kind, message, level) for the event log
+        self.pruned = 0
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalogue")
         self.filed = 0
         self.errors = 0
@@ -332,25 +365,61 @@ class CatalogueWriter:
         return await loop.run_in_executor(self.executor, lambda: fn(*args, **kwargs))
 
     async def run(self) -> None:
-        """File every cycle and artifact as it comes."""
+        """File every cycle and artifact as it comes, in order.
+
+        While the database is unreachable, locked or full (OperationalError) the item is
+        retried with capped backoff and the items behind it wait in the bus queue; an
+        item the database refuses for itself is logged and skipped.
+        """
+        delay = 0.5
         while True:
             item = await self.sub.get()
-            await self._file(item)
+            while not await self._file(item, retry=True):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            delay = 0.5
 
-    async def _file(self, item) -> None:
+    def _event(self, kind: str, message: str, level: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, message, level)
+
+    async def _file(self, item, retry: bool = False) -> bool:
+        """File one item; False if it should be tried again (database unavailable)."""
         try:
             if isinstance(item, CycleResult):
                 item.id = await self.call(self.catalogue.file_cycle, item)
             elif isinstance(item, RunArtifact):
                 await self.call(self.catalogue.file_artifact, item)
             else:
-                return
-            self.filed += 1
-            self.last_error = ""  # health is degraded only while filing fails
-        except Exception as e:  # a database error must not stop filing the next cycle
+                return True
+        except OperationalError as e:
+            self.errors += 1
+            first = not self.last_error
+            self.last_error = f"{type(e).__name__}: {e}"
+            log.error("catalogue: cannot file %s (will retry): %s", type(item).__name__, self.last_error)
+            if first:
+                self._event("catalogue_fault", f"catalogue unavailable, filing waits: {self.last_error}", "error")
+            return not retry
+        except Exception as e:  # refused for itself: the next cycle must still be filed
             self.errors += 1
             self.last_error = f"{type(e).__name__}: {e}"
             log.error("catalogue: cannot file %s: %s", type(item).__name__, self.last_error)
+            self._event("catalogue_refused", f"a {type(item).__name__} was not filed: {self.last_error}",
+                        "error")
+            return True
+        if self.last_error:
+            self._event("catalogue_recovered", "catalogue filing works again", "info")
+        self.filed += 1
+        self.last_error = ""  # health is degraded only while filing fails
+        if self.archive_max_bytes and self.filed % 20 == 0:
+            gone = await self.call(self.catalogue.prune_archive, self.archive_max_bytes)
+            if gone:
+                self.pruned += gone
+                msg = (f"archive above {self.archive_max_bytes / 1e6:.0f} MB: samples of the {gone} oldest "
+                       "cycle(s) deleted (their results and hashes stay)")
+                log.warning("catalogue: %s", msg)
+                self._event("archive_pruned", msg, "warning")
+        return True
 
     async def drain(self) -> None:
         """File what is still queued (at shutdown)."""

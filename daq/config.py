@@ -580,6 +580,8 @@ class CatalogueSettings(Strict):
 
     url: str | None = Field(default=None, description="default: SQLite at <data_dir>/catalogue.sqlite")
     archive_samples: bool = Field(default=True, description="keep each cycle's samples, compressed")
+    archive_max_mb: float | None = Field(default=None, gt=0,
+                                         description="bound of the archived samples: the oldest go first")
 
     @field_validator("url")
     @classmethod

@@ -126,7 +126,10 @@ class Service:
         url = self.settings.catalogue_url
         self.catalogue = await asyncio.to_thread(Catalogue, url)
         sub = self.bus.subscribe("catalogue", maxsize=10_000, accepts=(CycleResult, RunArtifact))
-        self.catalogue_writer = CatalogueWriter(self.catalogue, sub)
+        cat_cfg = self.settings.catalogue
+        self.catalogue_writer = CatalogueWriter(
+            self.catalogue, sub, int(cat_cfg.archive_max_mb * 1e6) if cat_cfg.archive_max_mb else None,
+            on_event=lambda kind, msg, level: self.bus.publish(Event(kind, msg, level=level)))
         self.keys = KeyStore(self.catalogue)
         if not self.settings.catalogue.archive_samples:
             self.catalogue.archive = False
@@ -348,6 +351,7 @@ class Service:
             "catalogue": None if self.catalogue_writer is None else {
                 "url": make_url(self.catalogue.url).render_as_string(hide_password=True),
                 "filed": self.catalogue_writer.filed, "errors": self.catalogue_writer.errors,
+                "archive_pruned": self.catalogue_writer.pruned,
                 "last_error": self.catalogue_writer.last_error or None},
             "active_runs": {rig: run.id for rig, run in (self.runs.active.items() if self.runs else [])},
             "bus": {s.name: {"queued": s.queue.qsize(), "lost_samples": s.lost_samples}

@@ -86,3 +86,49 @@ async def test_a_slow_live_client_loses_only_its_own_oldest_messages():
     task.cancel()
     assert slow.queue.qsize() == slow.queue.maxsize and slow.dropped > 0
     assert fast.dropped == 0 and len(got) == 100
+
+
+def test_archive_bound_deletes_oldest_samples_but_keeps_results(tmp_path):
+    cat = Catalogue(f"sqlite:///{tmp_path}/a.sqlite")
+    rng = np.random.default_rng(0)
+    ids = [cat.file_cycle(_cycle("r", k, 1000 * k, samples=(np.arange(2000, dtype=np.int64),
+                                                                {"x": rng.normal(size=2000)})))
+           for k in range(1, 6)]
+    each = cat.archive_bytes() / 5
+    assert cat.prune_archive(int(10 * each)) == 0
+    assert cat.prune_archive(int(3.5 * each)) == 2  # the two oldest go
+    assert cat.cycle_samples(ids[0]) is None and cat.cycle_samples(ids[2]) is not None
+    assert cat.cycle(ids[0])["samples_sha256"] == f"{1:064x}"  # the result stays
+
+
+async def test_writer_retries_while_the_database_is_unavailable_and_keeps_order():
+    from sqlalchemy.exc import OperationalError
+
+    from daq.bus import SampleBus
+    from daq.catalogue import CatalogueWriter
+
+    class Flaky:
+        def __init__(self):
+            self.fails, self.filed = 2, []
+
+        def file_cycle(self, c):
+            if self.fails:
+                self.fails -= 1
+                raise OperationalError("INSERT", {}, Exception("database is locked"))
+            self.filed.append(c.cycle_no)
+            return c.cycle_no
+
+    bus, events = SampleBus(), []
+    sub = bus.subscribe("catalogue", accepts=(CycleResult,))
+    w = CatalogueWriter(Flaky(), sub, on_event=lambda *e: events.append(e))
+    task = asyncio.create_task(w.run())
+    for k in (1, 2, 3):
+        bus.publish(_cycle("r", k, k))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if len(w.catalogue.filed) == 3:
+            break
+    task.cancel()
+    w.close()
+    assert w.catalogue.filed == [1, 2, 3] and w.errors == 2
+    assert [e[0] for e in events] == ["catalogue_fault", "catalogue_recovered"]
