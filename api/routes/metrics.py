@@ -40,6 +40,19 @@ class ServiceCollector:
         for sub in svc.bus.subscriptions:
             lost.add_metric([sub.name], sub.lost_samples)
         yield lost
+        cycles = CounterMetricFamily("rigdaq_cycles_analysed", "Cycles analysed (blows, test steps)",
+                                     labels=["rig"])
+        for rig, tracker in svc.trackers.items():
+            cycles.add_metric([rig], tracker.cycle_no)
+        yield cycles
+        yield GaugeMetricFamily("rigdaq_live_clients", "WebSocket live-feed clients",
+                                value=sum(len(c) for c in svc.feed.clients.values()))
+        cw = svc.catalogue_writer
+        if cw is not None:
+            yield CounterMetricFamily("rigdaq_catalogue_filed", "Cycles and artifacts filed", value=cw.filed)
+            yield CounterMetricFamily("rigdaq_catalogue_errors", "Catalogue filing errors", value=cw.errors)
+            yield CounterMetricFamily("rigdaq_archive_pruned", "Cycle archives deleted at the bound",
+                                      value=cw.pruned)
         w = svc.writer
         if w is None:
             return

@@ -60,6 +60,8 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             text = (await http.get("/metrics")).text
             assert 'rigdaq_samples_acquired_total{device="press01_amp",rig="press-01"}' in text
             assert "rigdaq_dropped_lines_total 0.0" in text and "rigdaq_spool_bytes" in text
+            assert 'rigdaq_cycles_analysed_total{rig="press-01"}' in text and "rigdaq_live_clients 0.0" in text
+            assert "rigdaq_catalogue_errors_total 0.0" in text
             amp = [ln for ln in text.splitlines()
                    if ln.startswith('rigdaq_samples_acquired_total{device="press01_amp"')]
             assert float(amp[0].split()[-1]) > 5000
