@@ -28,8 +28,8 @@ from daq.catalogue import Catalogue
 KEY_METRIC = {"screw_press": "peak_force_kN", "srm_rig": "efficiency"}
 METHOD = {
     "screw_press": "Blows cut from the force stream (contact threshold with hysteresis); metrics per "
-                   "rigdaq analysis.press: peak force, forming energy ∫F dx, impact velocity "
-                   "(Savitzky–Golay), blow energy ½Jω²+½mv², efficiency, contact time.",
+                   "rigdaq analysis.press: peak force, forming energy (integral of force over ram travel), "
+                   "impact velocity (Savitzky–Golay), blow energy ½Jω²+½mv², efficiency, contact time.",
     "srm_rig": "Test steps cut at step changes after a settle time, steady window of whole revolutions; "
                "metrics per rigdaq analysis.srm: mean torque and ripple, mechanical and electrical power, "
                "efficiency, phase RMS currents, copper loss, ripple frequency (Welch).",
@@ -241,14 +241,20 @@ def render_pdf(report: dict) -> bytes:
     body.append(PageBreak())
     key = report["imr"]["metric"] if report["imr"] else None
     shown = [m for m in (key, *report["limits"]) if m]
-    shown = list(dict.fromkeys(shown))[:5]
-    rows = [["#", "id", "start (UTC)", "verdict", *shown, "reasons", "samples SHA-256"]]
+    shown = list(dict.fromkeys(shown))[:4]
+    rows = [["#", "id", "start (UTC)", "verdict", *(Paragraph(m, small) for m in shown), "reasons",
+             "samples SHA-256"]]
     for c in report["cycles"]:
         rows.append([c["cycle_no"], c["id"], c["start"][11:23], c["verdict"],
                      *(_fmt(c["metrics"].get(m)) for m in shown),
-                     Paragraph("; ".join(c["reasons"]) or "", small), Paragraph(c["samples_sha256"], small)])
+                     Paragraph("; ".join(c["reasons"]) or "", small), c["samples_sha256"]])
+    widths = [10 * mm, 12 * mm, 22 * mm, 13 * mm, *([22 * mm] * len(shown)), 40 * mm, 88 * mm]
+    t = Table(rows, colWidths=widths, repeatRows=1)
+    t.setStyle(grid)
+    # each hash on one line, in a monospace face: QA searches the PDF for it
+    t.setStyle(TableStyle([("FONTNAME", (-1, 1), (-1, -1), "Courier"), ("FONTSIZE", (-1, 1), (-1, -1), 5.8)]))
     body.append(Paragraph("<b>Per-cycle results</b>", styles["BodyText"]))
-    body.append(table(rows))
+    body.append(t)
     body.append(Spacer(1, 5 * mm))
     body.append(Paragraph(f"Report content SHA-256: <b>{report['content_sha256']}</b> (SHA-256 of the JSON "
                           "report's content without this field, keys sorted, no whitespace).", small))
