@@ -1,8 +1,9 @@
 """The catalogue: runs, cycles with their results, archived cycle samples, run artifacts, API keys.
 
-SQLAlchemy Core on any database URL (SQLite by default, under the data dir). Every call
-is synchronous; the service runs them on one worker thread (:class:`CatalogueWriter`
-and the API's ``run_in_catalogue``), so SQLite sees one writer at a time.
+SQLAlchemy Core on any database URL (SQLite by default, under the data dir; WAL mode so
+readers never block the writer). Every call is synchronous: the service writes on one
+worker thread (:meth:`CatalogueWriter.call`), so SQLite sees one writer at a time, and
+the API reads in worker threads.
 
 Archived samples: the time stamps (delta-encoded int64) and every channel (float64,
 exactly what the analysis used, so the SHA-256 can be checked again) are byte-shuffled
@@ -15,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -430,7 +430,3 @@ class CatalogueWriter:
         """Stop the thread."""
         self.executor.shutdown(wait=True)
 
-
-def now_ns() -> int:
-    """Wall-clock nanoseconds."""
-    return time.time_ns()

@@ -445,7 +445,7 @@ class SrmParameters(Strict):
     unaligned_inductance_mH: float = Field(gt=0)
     saturated_inductance_mH: float = Field(gt=0, description="aligned, deep in saturation")
     saturation_flux_Wb: float = Field(gt=0, description="knee of the aligned ψ(i) curve")
-    inertia_kg_m2: float = Field(gt=0, description="rotor + coupling + dynamometer")
+    rotor_inertia_kg_m2: float = Field(gt=0, description="motor rotor, ahead of the torque flange")
     friction_Nm_per_krpm: float = Field(default=0.3, ge=0, description="viscous bearing + windage")
     dc_voltage_V: float = Field(gt=0)
     current_limit_A: float = Field(gt=0)

@@ -70,7 +70,7 @@ def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimula
     if rig.kind == "srm_rig":
         p = rig.parameters
         rate = max((s.rate_hz for s in streams), default=20_000.0)
-        mech = RigMechanics(thermal_resistance=p.thermal_resistance_K_W,
+        mech = RigMechanics(rotor_inertia=p.rotor_inertia_kg_m2, thermal_resistance=p.thermal_resistance_K_W,
                             thermal_time_constant=p.thermal_time_constant_s, ambient_C=p.ambient_C,
                             loop=rig.simulation.loop, idle_s=rig.simulation.pause_s)
         sim = SrmRigSimulator(srm_motor(p), srm_sequence(rig), rate, plcs, streams, rtus,
