@@ -7,6 +7,7 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse
 
 from api.auth import websocket_identity
 from daq.keys import role_at_least
@@ -25,24 +26,32 @@ async def live(ws: WebSocket, rig: str) -> None:
     each analysed cycle, ``{"type": "event", …}`` for faults and run changes.
 
     The key comes as ``Authorization: Bearer``, the page's cookie, or ``?key=``. Without
-    a valid operator key the socket is closed with 4401 (4403: role too small; 4404: no
-    such rig).
+    a valid operator key the handshake is refused with HTTP 401 (403: role too small;
+    404: no such rig); a server without that ASGI extension accepts and closes with
+    4401/4403/4404 instead.
     """
     service = ws.app.state.service
     try:
         who = await websocket_identity(ws)
     except HTTPException:
         who = None
-    await ws.accept()
+    refusal = None
     if who is None:
-        await ws.close(CLOSE_UNAUTHORISED, "an operator API key is required")
+        refusal = (401, CLOSE_UNAUTHORISED, "an operator API key is required")
+    elif not role_at_least(who.role, "operator"):
+        refusal = (403, CLOSE_FORBIDDEN, "operator role required")
+    elif rig not in service.rigs:
+        refusal = (404, CLOSE_NOT_FOUND, f"no rig {rig!r}; rigs are: {', '.join(sorted(service.rigs))}")
+    if refusal is not None:
+        status, code, reason = refusal
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            # the handshake itself is refused with the HTTP status, as for any other route
+            await ws.send_denial_response(JSONResponse({"detail": reason}, status_code=status))
+        else:
+            await ws.accept()
+            await ws.close(code, reason)
         return
-    if not role_at_least(who.role, "operator"):
-        await ws.close(CLOSE_FORBIDDEN, "operator role required")
-        return
-    if rig not in service.rigs:
-        await ws.close(CLOSE_NOT_FOUND, f"no rig {rig!r}")
-        return
+    await ws.accept()
     client = service.feed.subscribe(rig)
     reader = asyncio.create_task(_drain(ws))
     try:

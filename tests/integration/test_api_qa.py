@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from pypdf import PdfReader
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from analysis.result import samples_hash
@@ -202,10 +203,13 @@ def test_live_feed_pushes_decimated_readings_and_cycles(api):
         # the latest sample at each tick: it only moves forward, ≈10 000 a second
         assert counters == sorted(counters) and counters[-1] - counters[0] > 0.8 * 10_000 * span
         assert "force" in readings[-1][1]["channels"] and readings[-1][1]["channels"]["force"]["unit"] == "kN"
-    with connect(url, open_timeout=5) as ws:  # no key: closed with 4401
-        with pytest.raises(Exception):  # noqa: B017 (ConnectionClosed)
-            ws.recv(timeout=5)
-        assert ws.close_code == 4401
+    for headers in (None, bearer("rdq_00000000_not-a-key")):  # the handshake itself is refused
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url, additional_headers=headers, open_timeout=5)
+        assert refused.value.response.status_code == 401
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url.replace("press-01", "press-99"), additional_headers=bearer(api.keys["operator"]))
+    assert refused.value.response.status_code == 404
 
 
 def test_revoked_key_is_refused(api):
