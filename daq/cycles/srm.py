@@ -5,7 +5,9 @@ set-points; the power analyser streams the fast channels. A step ends when the
 controller's step number changes. Its steady window runs from ``settle_s`` after the
 step began to ``end_margin_s`` before it ended (the poll interval blurs the change),
 cut to whole revolutions by the analysis. The window is analysed once the stream has
-delivered it. A locked-rotor step is characterised (ψ(i, θ)) instead.
+delivered it. A change of the speed or torque set-point within a step starts a new
+cycle too (controllers that step set-points without numbering steps). A locked-rotor
+step is characterised (ψ(i, θ)) instead.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class SrmStepTracker:
             step, state, t = int(steps[k]), int(states[k]), int(block.t_ns[k])
             setpoints = {f"{n}": float(block.channels[n][k]) for n in ("speed_setpoint", "torque_setpoint")
                          if n in block.channels}
-            if self._step is None or step != self._step[0]:
+            moved = self._step is not None and any(
+                abs(v - self._step[3].get(n, v)) > 1e-6 * max(1.0, abs(v)) for n, v in setpoints.items())
+            if self._step is None or step != self._step[0] or moved:  # a new step or new set-points
                 if self._step is not None and self._step[0] > 0:
                     s_step, s_state, s_start, s_sp = self._step
                     if s_state == STATE_LOCKED:  # every pulse, with the rest around it
