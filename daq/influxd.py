@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -61,9 +62,39 @@ class InfluxdMissingError(RuntimeError):
     """``influxd`` is not on PATH."""
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
+    """A TCP port nobody listens on right now, below the ephemeral range.
+
+    Ports from ``bind(port 0)`` lie in the kernel's ephemeral range, which outgoing
+    connections draw from too: between choosing such a port and listening on it, a
+    client socket may take it. Ports below that range are only ever taken on purpose.
+    No port is handed out twice by one process.
+    """
+    lo, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, lo - 12000), lo)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # a crowded machine: fall back on the kernel's choice
         s.bind((host, 0))
         return s.getsockname()[1]
 

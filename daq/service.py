@@ -164,21 +164,26 @@ class Service:
             lines[path] = SharedLink(inner, silent_interval_s(dev.baudrate), serial=True)
         return lines[path]
 
-    async def write_channel(self, rig: str, channel: str, value: float) -> str:
-        """Write a channel that a rig file declares ``writable``; returns the device written."""
+    def writable_channel(self, rig: str, channel: str):
+        """(device, field) of a channel the rig file declares ``writable``; raises if it is not."""
         for dev in self.rigs[rig].devices:
             for f in getattr(dev, "fields", lambda: [])():
                 if f.name == channel:
                     if not f.writable:
                         raise PermissionError(f"{rig}/{dev.name}.{channel} is not declared writable")
-                    link = self._links.get(dev.name)
-                    if link is None:
-                        raise ConnectionError(f"{rig}/{dev.name} is not being acquired")
-                    await link.write(f.table, f.address, encode_value(f, value), dev.unit_id)
-                    self.bus.publish(Event("channel_written", f"{channel} = {value:g} written to {dev.name}",
-                                           rig=rig, device=dev.name, fields={"value": float(value)}))
-                    return dev.name
-        raise KeyError(f"no channel {channel!r} on rig {rig}")
+                    return dev, f
+        raise KeyError(f"rig {rig} has no channel {channel!r} to write")
+
+    async def write_channel(self, rig: str, channel: str, value: float) -> str:
+        """Write a channel that a rig file declares ``writable``; returns the device written."""
+        dev, f = self.writable_channel(rig, channel)
+        link = self._links.get(dev.name)
+        if link is None:
+            raise ConnectionError(f"{rig}/{dev.name} is not being acquired")
+        await link.write(f.table, f.address, encode_value(f, value), dev.unit_id)
+        self.bus.publish(Event("channel_written", f"{channel} = {value:g} written to {dev.name}",
+                               rig=rig, device=dev.name, fields={"value": float(value)}))
+        return dev.name
 
     def _start_acquisition(self) -> None:
         lines: dict[str, SharedLink] = {}  # RTU units on one port share its line

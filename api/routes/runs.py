@@ -92,6 +92,13 @@ async def start_run(body: RunStart, service: ServiceDep, who: Engineer) -> RunOu
     409 if the rig already has an active run.
     """
     runs = _runs_or_503(service)
+    if body.start_sequence:  # refuse before anything starts when the rig cannot be told to
+        if body.rig not in service.rigs:
+            raise HTTPException(404, f"no rig {body.rig!r}; rigs are: {', '.join(sorted(service.rigs))}")
+        try:
+            service.writable_channel(body.rig, "command")
+        except (KeyError, PermissionError) as e:
+            raise HTTPException(422, f"start_sequence: {e.args[0]}") from None
     try:
         run = await runs.start(body.rig, operator=body.operator, part_number=body.part_number,
                                lot=body.lot, serial=body.serial, notes=body.notes, extra=body.extra,

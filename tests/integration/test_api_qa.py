@@ -258,3 +258,11 @@ def test_daq_report_writes_the_same_certificate_as_the_api(api, tmp_path):
     p = subprocess.run([sys.executable, "-m", "daq.cli", "report", "999999", "--format", "pdf", "-o",
                         str(tmp_path / "x.pdf"), "--config", cfg], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and p.stderr.strip() == "rigdaq: no run 999999"
+
+
+def test_start_sequence_on_a_rig_without_a_command_register_is_refused_before_the_run(api):
+    h = bearer(api.keys["engineer"])
+    before = api.http.get("/api/runs", headers=h).json()["total"]
+    r = api.http.post("/api/runs", headers=h, json={"rig": "press-01", "start_sequence": True})
+    assert r.status_code == 422 and "no channel 'command'" in r.json()["detail"]
+    assert api.http.get("/api/runs", headers=h).json()["total"] == before
