@@ -97,9 +97,10 @@ class PymodbusTransport:
     def close(self) -> None:  # noqa: D102
         self.client.close()
 
-    async def read(self, table: str, address: int, count: int, unit: int) -> list[int]:  # noqa: D102
+    async def _request(self, call, what: str):
+        """One request; a transport failure or an exception reply becomes :class:`ModbusReadError`."""
         try:
-            rr = await self._readers[table](address, count=count, device_id=unit)
+            rr = await call()
         except ModbusIOException as e:
             raise ModbusReadError("timeout", f"no reply within {self.timeout_s:g} s ({e})") from None
         except ConnectionException as e:
@@ -111,33 +112,27 @@ class PymodbusTransport:
         if rr.isError():
             code = getattr(rr, "exception_code", 0)
             name = EXCEPTION_NAMES.get(code, "unknown")
-            raise ModbusReadError("exception", f"exception {code} ({name}) reading {table} {address}+{count}")
+            raise ModbusReadError("exception", f"exception {code} ({name}) {what}")
+        return rr
+
+    async def read(self, table: str, address: int, count: int, unit: int) -> list[int]:  # noqa: D102
+        rr = await self._request(lambda: self._readers[table](address, count=count, device_id=unit),
+                                 f"reading {table} {address}+{count}")
         if table in ("coil", "discrete"):
             return [int(b) for b in rr.bits[:count]]
         if len(rr.registers) != count:
             raise ModbusReadError("protocol", f"asked {count} registers, got {len(rr.registers)}")
         return rr.registers
 
-
     async def write(self, table: str, address: int, registers: list[int], unit: int) -> None:
         """Write holding registers (or one coil); raises :class:`ModbusReadError` on failure."""
-        try:
-            if table == "coil":
-                rr = await self.client.write_coil(address, bool(registers[0]), device_id=unit)
-            elif table == "holding":
-                rr = await self.client.write_registers(address, registers, device_id=unit)
-            else:
-                raise ModbusReadError("protocol", f"{table} registers cannot be written")
-        except ModbusIOException as e:
-            raise ModbusReadError("timeout", f"no reply within {self.timeout_s:g} s ({e})") from None
-        except (ConnectionException, TimeoutError, OSError) as e:
-            raise ModbusReadError("disconnected", str(e)) from None
-        except ModbusException as e:
-            raise ModbusReadError("protocol", str(e)) from None
-        if rr.isError():
-            code = getattr(rr, "exception_code", 0)
-            raise ModbusReadError("exception", f"exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) "
-                                               f"writing {table} {address}")
+        if table == "coil":
+            call = lambda: self.client.write_coil(address, bool(registers[0]), device_id=unit)  # noqa: E731
+        elif table == "holding":
+            call = lambda: self.client.write_registers(address, registers, device_id=unit)  # noqa: E731
+        else:
+            raise ModbusReadError("protocol", f"{table} registers cannot be written")
+        await self._request(call, f"writing {table} {address}")
 
 
 def silent_interval_s(baudrate: int, bits_per_char: int = 11) -> float:
@@ -173,33 +168,31 @@ class SharedLink:
     def close(self) -> None:  # noqa: D102
         self.inner.close()
 
-    async def read(self, table: str, address: int, count: int, unit: int) -> list[int]:  # noqa: D102
+    async def _in_turn(self, request):
+        """Run ``request()`` when it is this caller's turn and the line has been silent long enough."""
         async with self._lock:
             loop = asyncio.get_running_loop()
             wait = self._last_end + self.silence_s - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
-                return await self.inner.read(table, address, count, unit)
+                return await request()
             finally:
                 self._last_end = loop.time()
                 self.requests += 1
 
+    async def read(self, table: str, address: int, count: int, unit: int) -> list[int]:  # noqa: D102
+        return await self._in_turn(lambda: self.inner.read(table, address, count, unit))
 
     async def write(self, table: str, address: int, registers: list[int], unit: int) -> None:
-        """A write, in turn with the polls on this link."""
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            wait = self._last_end + self.silence_s - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            try:
-                if not self.inner.connected:
-                    await self.inner.connect()
-                await self.inner.write(table, address, registers, unit)
-            finally:
-                self._last_end = loop.time()
-                self.requests += 1
+        """A write, in turn with the polls on this link (connecting first if needed)."""
+
+        async def request() -> None:
+            if not self.inner.connected:
+                await self.inner.connect()
+            await self.inner.write(table, address, registers, unit)
+
+        await self._in_turn(request)
 
 
 class Backoff:
