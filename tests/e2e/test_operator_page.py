@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import uuid
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tests.integration.helpers import ServiceThread, keys_for, press_settings
+from tests.integration.helpers import running_press
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory, influxd):
-    settings = press_settings(tmp_path_factory.mktemp("e2e"), influxd.url, f"t_{uuid.uuid4().hex[:12]}")
-    st = ServiceThread(settings)
-    st.keys = keys_for(st.service)
+    st = running_press(tmp_path_factory.mktemp("e2e"), influxd.url)
     yield st
     st.stop()
 

@@ -81,3 +81,12 @@ class ServiceThread:
         self.call(self.service.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def running_press(tmp_path, influx_url: str) -> ServiceThread:
+    """The simulated press running with its API on a fresh database, and one key per role (``.keys``)."""
+    import uuid
+
+    st = ServiceThread(press_settings(tmp_path, influx_url, f"t_{uuid.uuid4().hex[:12]}"))
+    st.keys = keys_for(st.service)
+    return st

@@ -7,13 +7,12 @@ key so that every operation is reached past authentication.
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.integration.helpers import ServiceThread, bearer, keys_for, press_settings
+from tests.integration.helpers import bearer, running_press
 
 EXAMPLES = int(os.environ.get("RIGDAQ_FUZZ_EXAMPLES", "25"))  # per operation
 # CI runs the same examples every time (a failure is reproducible); RIGDAQ_FUZZ_RANDOM=1 explores anew
@@ -22,9 +21,7 @@ DERANDOMIZE = os.environ.get("RIGDAQ_FUZZ_RANDOM", "") != "1"
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory, influxd):
-    cfg = press_settings(tmp_path_factory.mktemp("fuzz"), influxd.url, f"t_{uuid.uuid4().hex[:12]}")
-    st = ServiceThread(cfg)
-    st.keys = keys_for(st.service)
+    st = running_press(tmp_path_factory.mktemp("fuzz"), influxd.url)
     yield st
     st.stop()
 

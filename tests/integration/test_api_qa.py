@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
 
 import httpx
 import numpy as np
@@ -21,16 +20,14 @@ from websockets.sync.client import connect
 
 from analysis.result import samples_hash
 from api.reports import verify_content_hash
-from tests.integration.helpers import ServiceThread, bearer, keys_for, press_settings
+from tests.integration.helpers import bearer, running_press
 
 ROLES = ("operator", "engineer", "qa", "admin")
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, influxd):
-    settings = press_settings(tmp_path_factory.mktemp("api"), influxd.url, f"t_{uuid.uuid4().hex[:12]}")
-    st = ServiceThread(settings)
-    st.keys = keys_for(st.service)
+    st = running_press(tmp_path_factory.mktemp("api"), influxd.url)
     http = httpx.Client(base_url=st.base, timeout=30)
     r = http.post("/api/runs", headers=bearer(st.keys["engineer"]), json={
         "rig": "press-01", "operator": "Zoë O'Neil", "part_number": "CRK-4411/B", "lot": "H23-0917",
