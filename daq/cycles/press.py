@@ -143,21 +143,19 @@ class PressCycleTracker:
         return float(np.interp(start_ns + self.pre_ns, ts, vs))
 
     def _analyse(self, start_ns: int, end_ns: int) -> None:
-        tm, force = self.series["force"].arrays()
-        sel = (tm >= start_ns) & (tm <= end_ns)
-        if sel.sum() < 10:
+        # only the blocks that overlap the window are joined (not the whole history, per channel)
+        t_ns, force = self.series["force"].between(start_ns, end_ns + 1)
+        if len(t_ns) < 10:
             return
-        t_ns = tm[sel]
-        if "sample" in self.series:
-            tc, counter = self.series["sample"].arrays()
-            if len(tc) == len(tm):
-                t_ns = device_time(t_ns, counter[sel], self.rate_hz)
-        chans = {"force": force[sel]}
-        for name in self.ANALYSIS_CHANNELS[1:]:
+        window = {}
+        for name in ("sample", *self.ANALYSIS_CHANNELS[1:]):
             if name in self.series:
-                ts, vs = self.series[name].arrays()
-                if len(ts) == len(tm):
-                    chans[name] = vs[sel]
+                ts, vs = self.series[name].between(start_ns, end_ns + 1)
+                if len(ts) == len(t_ns):
+                    window[name] = vs
+        if "sample" in window:
+            t_ns = device_time(t_ns, window.pop("sample"), self.rate_hz)
+        chans = {"force": force, **window}
         speed = next((k for k in self.series if k.endswith(":flywheel_speed")), None)
         if speed is not None:
             omega_rpm = self._speed_at_contact(speed, start_ns)
