@@ -38,6 +38,8 @@ class Subscription:
         self.accepts = accepts  # only items of these types (None: everything)
         self.lost_blocks = 0
         self.lost_samples = 0
+        self.lost_by_device: dict[str, int] = {}  # samples lost, per device
+        self.lost_other = 0  # events and results lost
 
     async def get(self) -> Item:
         """Wait for the next item."""
@@ -84,6 +86,10 @@ class SampleBus:
                 sub.lost_blocks += 1
                 if isinstance(item, Tagged):
                     sub.lost_samples += len(item.block)
+                    dev = item.block.device
+                    sub.lost_by_device[dev] = sub.lost_by_device.get(dev, 0) + len(item.block)
+                else:
+                    sub.lost_other += 1
                 overflowed.append(sub)
         for sub in overflowed:
             what = (f"{len(item.block)} samples of {item.rig}/{item.block.device}"
@@ -101,3 +107,4 @@ class SampleBus:
                         other.queue.put_nowait(event)
                     except asyncio.QueueFull:
                         other.lost_blocks += 1
+                        other.lost_other += 1

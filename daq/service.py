@@ -27,11 +27,12 @@ from daq.keys import KeyStore
 from daq.live import LatestValues, LiveFeed
 from daq.runs import RunManager
 from daq.simulators import build_simulator, device_path
-from daq.storage.influx_v1 import InfluxError, InfluxV1Client
+from daq.storage.influx_v1 import InfluxV1Client, masked_url
 from daq.storage.influx_v2 import InfluxV2Client
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.stream_acquisition import StreamAcquisition
+from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
 from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
 from drivers.registers import encode_value
@@ -54,6 +55,7 @@ class Service:
         self.simulate = simulate
         self.record_sim = record_sim
         self.bus = SampleBus()
+        self.supervisor = Supervisor(on_event=self.bus.publish)
         self.live = LatestValues()
         self.feed = LiveFeed(self.live)
         self.recent_events: deque[Event] = deque(maxlen=500)
@@ -74,6 +76,7 @@ class Service:
         self.runs: RunManager | None = None
         self.keys: KeyStore | None = None
         self._links: dict[str, SharedLink] = {}  # Modbus device → its link (for writes)
+        self._state_lock = threading.Lock()  # heartbeat and commit thread both write the state
         for rig in settings.rigs:
             for d in rig.devices:
                 self.live.set_units(rig.name, d.channel_units())
@@ -92,7 +95,7 @@ class Service:
             self.influxd = ManagedInfluxd(data, host=u.hostname or "127.0.0.1", port=u.port or 8086)
             try:
                 await self.influxd.start()
-                self.storage_note = f"managed influxd at {cfg.url}"
+                self.storage_note = f"managed influxd at {masked_url(cfg.url)}"
             except InfluxdMissingError as e:
                 log.error("%s", e)
                 self.storage_note = str(e)
@@ -102,23 +105,21 @@ class Service:
                 self.storage_note = f"managed influxd failed: {e}"
                 self.influxd = None
         else:
-            self.storage_note = f"InfluxDB at {cfg.url}"
+            self.storage_note = f"InfluxDB at {masked_url(cfg.url)}"
         if cfg.api == "v2":
             self.client = InfluxV2Client(cfg.url, cfg.token, cfg.org, cfg.bucket, cfg.timeout_s)
-            self.storage_note = f"InfluxDB v2 API at {cfg.url}, bucket {cfg.bucket}"
+            self.storage_note = f"InfluxDB v2 API at {masked_url(cfg.url)}, bucket {cfg.bucket}"
         else:
             self.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password,
                                          cfg.timeout_s)
-        try:
-            await self.client.create_database(cfg.retention if cfg.api == "v1" else None)
-        except InfluxError as e:
-            log.warning("cannot create database %r yet (%s); will keep trying", cfg.database, e)
         sub = self.bus.subscribe("storage", maxsize=100_000)
-        spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy)
+        spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy,
+                      memory_max_bytes=int(cfg.memory_max_mb * 1e6))
+        # the writer creates the database (and its retention policy), retrying until it can
         self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s,
-                                    run_tags=self.run_tags, on_commit=self._write_state)
-        if cfg.managed and self.influxd is None:
-            self.writer.healthy = False  # known down from the start: do not report ok meanwhile
+                                    run_tags=self.run_tags, on_commit=self._write_state,
+                                    retention=cfg.retention if cfg.api == "v1" else None,
+                                    supervisor=self.supervisor)
         self.writer.start()
 
     async def _start_catalogue(self) -> None:
@@ -138,7 +139,7 @@ class Service:
         self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.run_tags,
                                self.trackers, self.rigs)
         await self.runs.restore()
-        self._tasks.append(asyncio.create_task(self.catalogue_writer.run(), name="catalogue"))
+        self._tasks.append(self.supervisor.spawn("catalogue", self.catalogue_writer.run))
         log.info("catalogue at %s", url)
 
     async def _prepare_simulators(self) -> None:
@@ -211,11 +212,10 @@ class Service:
                                                       dev.heartbeat, dev.stale_after_s))
                 for acq in acqs:
                     self.acquisitions.append(acq)
-                    self._tasks.append(asyncio.create_task(
-                        acq.run(), name=f"acq {rig.name}/{acq.status.device}"))
+                    self._tasks.append(self.supervisor.spawn(f"acq {rig.name}/{acq.status.device}", acq.run))
 
     async def _follow_live(self) -> None:
-        sub = self.bus.subscribe("live", maxsize=1000)
+        sub = self._live_sub
         while True:
             item = await sub.get()
             if isinstance(item, Tagged):
@@ -268,16 +268,24 @@ class Service:
 
     def _write_state(self, counters: dict[str, int] | None = None) -> None:
         """Heartbeat plus, per stream, the last sample counter that is safely on disk."""
-        if counters is None:
-            counters = dict(self.writer.committed_counters) if self.writer else {}
-        tmp = self.state_file.with_suffix(f".tmp{threading.get_ident()}")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "heartbeat_ns": time.time_ns(),
-                                   "counters": counters}))
-        tmp.replace(self.state_file)
+        with self._state_lock:  # else a heartbeat's older copy could replace a newer commit's counters
+            if counters is None:
+                counters = dict(self.writer.committed_counters) if self.writer else {}
+            tmp = self.state_file.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "heartbeat_ns": time.time_ns(),
+                                       "counters": counters}))
+            tmp.replace(self.state_file)
 
     async def _heartbeat(self) -> None:
+        failing = False
         while True:
-            await asyncio.to_thread(self._write_state)
+            try:
+                await asyncio.to_thread(self._write_state)
+                failing = False
+            except OSError as e:  # a full disk: the spool reports it; say it once here
+                if not failing:
+                    log.error("cannot write %s: %s", self.state_file, e)
+                failing = True
             await asyncio.sleep(0.5)
 
     async def start(self) -> None:
@@ -289,12 +297,13 @@ class Service:
         await self._start_storage()
         await self._start_catalogue()
         await self._start_simulators()  # a busy port fails here; the caller's stop() ends influxd
-        self._tasks.append(asyncio.create_task(self._follow_live(), name="live"))
-        self._tasks.append(asyncio.create_task(self.feed.run(), name="live feed"))
+        self._live_sub = self.bus.subscribe("live", maxsize=1000)
+        self._tasks.append(self.supervisor.spawn("live", self._follow_live))
+        self._tasks.append(self.supervisor.spawn("live feed", self.feed.run))
         await asyncio.sleep(0)  # let the live view subscribe
         self._read_previous_state()  # after storage subscribed: its event must be stored
         self._start_acquisition()
-        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        self._tasks.append(self.supervisor.spawn("heartbeat", self._heartbeat))
         self.bus.publish(Event("service_start", f"rigdaq {__version__} started"))
 
     async def stop(self) -> None:
@@ -336,14 +345,19 @@ class Service:
             sp = self.writer.spool
             storage = {
                 "backend": f"influxdb-{self.settings.storage.influxdb.api}",
-                "note": self.storage_note, "healthy": self.writer.healthy,
-                "spool": {"dir": str(sp.dir), "batches": len(sp.files), "lines": sp.lines,
-                          "bytes": sp.bytes, "max_bytes": sp.max_bytes, "policy": sp.policy},
-                "lines_written": s.lines_written,
+                "note": self.storage_note, "healthy": self.writer.healthy, "state": self.writer.state,
+                "fault": self.writer.fault.message if self.writer.fault else None,
+                "spool": {"dir": str(sp.dir), "batches": len(sp.batches), "lines": sp.lines,
+                          "bytes": sp.bytes, "max_bytes": sp.max_bytes, "policy": sp.policy,
+                          "memory_bytes": sp.memory_bytes, "memory_max_bytes": sp.memory_max_bytes,
+                          "disk_error": sp.disk_error or None},
+                "lines_written": s.lines_written, "split_requests": s.split_requests,
                 "batches_written": s.batches_written, "retries": s.retries,
                 "rejected_lines": s.rejected_lines, "dropped_lines": s.dropped_lines,
                 "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
             }
+        tasks = {t.name: {"restarts": t.restarts, "last_error": t.last_error or None}
+                 for t in self.supervisor.status.values()}
         ok = all(d["state"] == "ok" for d in devices) and (
             self.writer is None or self.writer.healthy) and (
             self.catalogue_writer is None or not self.catalogue_writer.last_error)
@@ -361,4 +375,6 @@ class Service:
             "active_runs": {rig: run.id for rig, run in (self.runs.active.items() if self.runs else [])},
             "bus": {s.name: {"queued": s.queue.qsize(), "lost_samples": s.lost_samples}
                     for s in self.bus.subscriptions},
+            "tasks": tasks,
+            "task_restarts": self.supervisor.restarts,
         }

@@ -47,6 +47,11 @@ class ServiceCollector:
         yield cycles
         yield GaugeMetricFamily("rigdaq_live_clients", "WebSocket live-feed clients",
                                 value=sum(len(c) for c in svc.feed.clients.values()))
+        restarts = CounterMetricFamily("rigdaq_task_restarts", "Background tasks restarted after a failure",
+                                       labels=["task"])
+        for t in svc.supervisor.status.values():
+            restarts.add_metric([t.name], t.restarts)
+        yield restarts
         cw = svc.catalogue_writer
         if cw is not None:
             yield CounterMetricFamily("rigdaq_catalogue_filed", "Cycles and artifacts filed", value=cw.filed)
@@ -68,14 +73,20 @@ class ServiceCollector:
             ("rigdaq_write_retries", "Writes retried after a failure", s.retries),
             ("rigdaq_write_seconds", "Time spent in confirmed writes", s.write_seconds_total),
             ("rigdaq_rejected_lines", "Lines InfluxDB refused (kept aside)", s.rejected_lines),
-            ("rigdaq_dropped_lines", "Lines lost at the spool bound (should be 0)", s.dropped_lines),
+            ("rigdaq_dropped_lines", "Lines lost: spool or memory bound, full storage queue (should be 0)",
+             s.dropped_lines),
+            ("rigdaq_split_requests", "Writes split: too large (413) or bisected to isolate refused lines",
+             s.split_requests),
         ]
         gauges = [
             ("rigdaq_write_latency_seconds", "Latency of the last write", s.last_latency_s),
             ("rigdaq_spool_bytes", "Bytes waiting in the spool", sp.bytes),
             ("rigdaq_spool_lines", "Lines waiting in the spool", sp.lines),
-            ("rigdaq_spool_batches", "Batches waiting in the spool", len(sp.files)),
-            ("rigdaq_storage_up", "1 while InfluxDB takes writes", 1.0 if w.healthy else 0.0),
+            ("rigdaq_spool_batches", "Batches waiting in the spool", len(sp.batches)),
+            ("rigdaq_spool_memory_bytes", "Bytes held in memory while the spool cannot write to disk",
+             sp.memory_bytes),
+            ("rigdaq_storage_up", "1 while InfluxDB takes writes", 1.0 if w.fault is None else 0.0),
+            ("rigdaq_spool_disk_ok", "1 while the spool writes to disk", 0.0 if sp.disk_error else 1.0),
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)

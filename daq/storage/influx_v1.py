@@ -1,23 +1,79 @@
 """InfluxDB v1 HTTP API: ``/ping``, ``/write`` and InfluxQL ``/query``.
 
 Works with InfluxDB 1.x and with 2.x/3.x through their v1 compatibility API.
+Credentials travel as HTTP basic auth (never as ``u``/``p`` in the URL, where proxies
+and access logs would keep them).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 log = logging.getLogger(__name__)
 
+_DROPPED = re.compile(r"dropped=(\d+)")
+
 
 class InfluxError(Exception):
-    """A request InfluxDB answered with an error. ``retryable`` is False for bad data."""
+    """A write or query InfluxDB did not take, classified by what the writer must do about it.
 
-    def __init__(self, message: str, retryable: bool):
+    ``kind`` is one of:
+
+    * ``unreachable`` — connection refused or reset, timeout: retry;
+    * ``server`` — 5xx, 408, 429: retry;
+    * ``no_database`` — 404 (database or bucket missing): create it, retry;
+    * ``credentials`` — 401/403: retry (a password or token may be restored any time);
+    * ``too_large`` — 413: split the batch;
+    * ``bad_data`` — 400/422 (parse error, field type conflict): these lines will never be
+      accepted; ``dropped`` is the number of lines a 1.x *partial write* refused (the
+      others were stored), None when the whole batch was refused.
+    """
+
+    def __init__(self, message: str, kind: str, status: int = 0, dropped: int | None = None):
         super().__init__(message)
-        self.retryable = retryable
+        self.kind = kind
+        self.status = status
+        self.dropped = dropped
+
+    @property
+    def retryable(self) -> bool:
+        """True when sending the same lines again later can succeed."""
+        return self.kind not in ("bad_data", "too_large")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with any user name and password replaced by ``***``, for logs, events and health."""
+    u = urlsplit(url)
+    if "@" not in u.netloc:
+        return url
+    return urlunsplit(u._replace(netloc="***@" + u.netloc.rsplit("@", 1)[1]))
+
+
+def classify(status: int, detail: str, server: str) -> InfluxError:
+    """The :class:`InfluxError` for an HTTP status and the body InfluxDB sent with it."""
+    if status in (401, 403):
+        return InfluxError(f"{server} refuses our credentials ({status}): {detail}", "credentials", status)
+    if status == 404:
+        return InfluxError(f"{server} has no such database or bucket (404): {detail}", "no_database", status)
+    if status == 413:
+        return InfluxError(f"{server} finds the request too large (413): {detail}", "too_large", status)
+    if status >= 500 or status in (408, 429):
+        return InfluxError(f"{server} answered {status}: {detail}", "server", status)
+    if 400 <= status < 500:
+        m = _DROPPED.search(detail) if "partial write" in detail else None
+        return InfluxError(f"{server} refused the data ({status}): {detail}", "bad_data", status,
+                           int(m.group(1)) if m else None)
+    return InfluxError(f"{server} answered {status}: {detail}", "server", status)
+
+
+def unreachable(url: str, e: Exception) -> InfluxError:
+    """The error for a request that got no answer."""
+    what = "timed out" if isinstance(e, httpx.TimeoutException | TimeoutError) else "unreachable"
+    return InfluxError(f"InfluxDB at {url} {what}: {type(e).__name__}: {e}", "unreachable")
 
 
 class InfluxV1Client:
@@ -26,10 +82,10 @@ class InfluxV1Client:
     def __init__(self, url: str, database: str, username: str | None = None,
                  password: str | None = None, timeout_s: float = 10.0):
         self.url = url.rstrip("/")
+        self.shown_url = masked_url(self.url)
         self.database = database
-        auth = {"u": username, "p": password} if username else {}
-        self._auth = auth
-        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s)
+        auth = httpx.BasicAuth(username, password or "") if username else None
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, auth=auth)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -56,35 +112,30 @@ class InfluxV1Client:
 
     async def write(self, body: bytes) -> None:
         """POST line protocol (ns precision). Raises :class:`InfluxError`."""
-        params = {"db": self.database, "precision": "ns", **self._auth}
         try:
-            r = await self._http.post("/write", params=params, content=body)
+            r = await self._http.post("/write", params={"db": self.database, "precision": "ns"}, content=body)
         except httpx.HTTPError as e:
-            raise InfluxError(f"cannot reach InfluxDB at {self.url}: {e!r}", True) from None
+            raise unreachable(self.shown_url, e) from None
         if r.status_code == 204:
             return
-        detail = r.text.strip()[:500]
-        # 400: malformed or conflicting data (will never succeed); 404: no database
-        retryable = r.status_code >= 500 or r.status_code in (404, 408, 429)
-        raise InfluxError(f"InfluxDB answered {r.status_code}: {detail}", retryable)
+        raise classify(r.status_code, r.text.strip()[:500], "InfluxDB")
 
     async def query(self, q: str, method: str = "GET", epoch: str = "ns") -> list[dict]:
         """Run InfluxQL; returns the ``results`` list. Raises :class:`InfluxError`."""
-        params = {"q": q, "db": self.database, "epoch": epoch, **self._auth}
+        params = {"q": q, "db": self.database, "epoch": epoch}
         try:
             if method == "POST":
                 r = await self._http.post("/query", params=params)
             else:
                 r = await self._http.get("/query", params=params)
         except httpx.HTTPError as e:
-            raise InfluxError(f"cannot reach InfluxDB at {self.url}: {e!r}", True) from None
+            raise unreachable(self.shown_url, e) from None
         if r.status_code != 200:
-            raise InfluxError(f"query failed ({r.status_code}): {r.text.strip()[:500]}",
-                              r.status_code >= 500)
+            raise classify(r.status_code, r.text.strip()[:500], "InfluxDB")
         results = r.json().get("results", [])
         for res in results:
             if "error" in res:
-                raise InfluxError(f"query error: {res['error']}", False)
+                raise InfluxError(f"query error: {res['error']}", "bad_data", 200)
         return results
 
 

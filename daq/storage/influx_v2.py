@@ -16,7 +16,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from daq.storage.influx_v1 import InfluxError
+from daq.storage.influx_v1 import InfluxError, classify, masked_url
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,11 @@ class InfluxV2Client:
             self._api.write(bucket=self.bucket, org=self.org, record=body,
                             write_precision=WritePrecision.NS)
         except ApiException as e:
-            status = e.status or 0
-            retryable = status >= 500 or status in (404, 408, 429)
-            raise InfluxError(f"InfluxDB v2 answered {status}: {(e.body or e.reason or '')[:500]}",
-                              retryable) from None
+            raise classify(e.status or 0, str(e.body or e.reason or "")[:500], "InfluxDB v2") from None
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise InfluxError(f"cannot reach InfluxDB at {self.url}: {e}", True) from None
+            what = "timed out" if isinstance(e, urllib3.exceptions.TimeoutError | TimeoutError) else "unreachable"
+            raise InfluxError(f"InfluxDB at {masked_url(self.url)} {what}: {type(e).__name__}: {e}",
+                              "unreachable") from None
 
     async def write(self, body: bytes) -> None:
         """POST line protocol to ``/api/v2/write``. Raises :class:`InfluxError`."""

@@ -17,14 +17,21 @@ class FlakyInflux:
     def __init__(self, down=0):
         self.down = down
         self.bodies = []
+        self.created = 0
 
     async def write(self, body):
         if self.down > 0:
             self.down -= 1
-            raise InfluxError("cannot reach InfluxDB", True)
-        if b"BAD" in body:
-            raise InfluxError("InfluxDB answered 400: unable to parse", False)
+            raise InfluxError("cannot reach InfluxDB", "unreachable")
+        if any(ln.startswith(b"BAD") for ln in body.split(b"\n")):
+            raise InfluxError("InfluxDB answered 400: unable to parse", "bad_data", 400)
         self.bodies.append(body)
+
+    async def create_database(self, retention=None):
+        self.created += 1
+        if self.down > 0:
+            self.down -= 1
+            raise InfluxError("cannot reach InfluxDB", "unreachable")
 
 
 def _lines(client):
@@ -37,22 +44,23 @@ def test_spool_survives_a_restart_and_drops_torn_writes(tmp_path):
     s.append(b"m x=2 2\nm x=3 3\n", 2)
     (tmp_path / "000000000002-5.tmp").write_bytes(b"m x=4 4\nm x=")  # crash mid-write
     again = Spool(tmp_path, max_bytes=10_000)
-    assert [p.name for p in again.files] == ["000000000000-1.lp", "000000000001-2.lp"]
+    assert [b.path.name for b in again.batches] == ["000000000000-1.lp", "000000000001-2.lp"]
     assert again.lines == 3 and not list(tmp_path.glob("*.tmp"))
     again.append(b"m x=5 5\n", 1)
-    assert again.files[-1].name.startswith("000000000002-")
+    assert again.batches[-1].path.name.startswith("000000000002-")
 
 
 def test_bound_drops_oldest_and_says_how_much(tmp_path):
     s = Spool(tmp_path, max_bytes=100)
     for i in range(3):
-        assert s.append(b"m x=%d 1\n" % i * 3, 3) is None  # 24 bytes each
-    loss = s.append(b"y" * 60, 7)
-    assert loss is not None and loss.lines >= 3 and "oldest" in loss.reason
-    assert s.bytes <= 100
+        assert s.append(b"m x=%d 1\n" % i * 3, 3) == []  # 24 bytes each
+    # 72 + 60 > 100: the two oldest batches (6 lines) must go to make room, not one, not three
+    [loss] = s.append(b"y" * 60, 7)
+    assert (loss.lines, loss.files) == (6, 2) and "oldest" in loss.reason
+    assert s.bytes == 24 + 60 and s.lines == 3 + 7
     refusing = Spool(tmp_path / "n", max_bytes=10, policy="drop_newest")
-    loss = refusing.append(b"z" * 20, 2)
-    assert loss.lines == 2 and not refusing.files
+    [loss] = refusing.append(b"z" * 20, 2)
+    assert loss.lines == 2 and not refusing.batches
 
 
 def _block(start, n=100):
@@ -89,7 +97,7 @@ async def test_what_could_not_be_sent_waits_on_disk_for_the_next_start(tmp_path)
     bus.publish(Tagged("rig", _block(0)))
     await asyncio.sleep(0.1)
     await w.stop(drain_timeout_s=0.2)
-    assert Spool(tmp_path, 10**7).lines >= 100
+    assert Spool(tmp_path, 10**7).lines == 100 + 1  # the samples and the storage_fault event
     client = FlakyInflux()
     w2 = StorageWriter(client, SampleBus().subscribe("s"), Spool(tmp_path, 10**7), 0.02)
     w2.start()
@@ -108,7 +116,7 @@ async def test_rejected_batch_is_kept_aside_and_reported(tmp_path):
     bus.publish(Tagged("rig", _block(0, 5)))
     await asyncio.sleep(0.3)
     await w.stop()
-    assert (tmp_path / "rejected" / "000000000000-1.lp").read_bytes() == b"BAD line\n"
+    assert (tmp_path / "rejected" / "000000000000.lp").read_bytes() == b"BAD line\n"
     assert w.stats.rejected_lines == 1
     assert any("storage_rejected" in ln for ln in _lines(client))
     assert len([ln for ln in _lines(client) if ln.startswith("dev,")]) == 5

@@ -1,0 +1,280 @@
+"""What the writer does with each kind of InfluxDB answer, against a scripted 1.x-like server.
+
+The fake behaves as influxd 1.6 does (checked against the real one in the integration
+fault matrix): a line with a conflicting field type is dropped and the rest stored
+(``400 partial write … dropped=N``); with ``whole_batch`` it refuses the batch and
+stores nothing; bodies above ``max_body`` get 413; ``status`` answers every request
+with that status while set.
+"""
+
+import asyncio
+import errno
+import re
+
+import numpy as np
+
+from daq.bus import SampleBus, Tagged
+from daq.events import Event
+from daq.storage.influx_v1 import classify
+from daq.storage.spool import Spool
+from daq.storage.writer import StorageWriter
+from daq.supervisor import Supervisor
+from drivers.block import Block
+
+
+class FakeInflux:
+    def __init__(self, max_body=None, whole_batch=False):
+        self.stored: list[bytes] = []
+        self.max_body = max_body
+        self.whole_batch = whole_batch
+        self.status = 0
+        self.requests = 0
+        self.created = 0
+        self.database = False
+
+    async def create_database(self, retention=None):
+        self.created += 1
+        if self.status:
+            raise classify(self.status, "{}", "InfluxDB")
+        self.database = True
+
+    async def write(self, body: bytes):
+        self.requests += 1
+        if not self.database:
+            raise classify(404, '{"error":"database not found: \"x\""}', "InfluxDB")
+        if self.status:
+            raise classify(self.status, '{"error":"scripted"}', "InfluxDB")
+        if self.max_body is not None and len(body) > self.max_body:
+            raise classify(413, '{"error":"Request Entity Too Large"}', "InfluxDB")
+        lines = [ln for ln in body.split(b"\n") if ln]
+        bad = [ln for ln in lines if b',conflict="' in ln]  # the field itself, not a quote of it
+        if bad and self.whole_batch:
+            raise classify(400, '{"error":"field type conflict"}', "InfluxDB")
+        self.stored += [ln for ln in lines if ln not in bad]
+        if bad:
+            raise classify(400, '{"error":"partial write: field type conflict: input field \\"conflict\\" '
+                                f'on measurement \\"m\\" is type string dropped={len(bad)}"}}', "InfluxDB")
+
+
+def _block(start, n=100, device="dev"):
+    t = np.arange(start, start + n, dtype=np.int64) * 1000
+    return Block(device, t, {"x": np.arange(start, start + n, dtype=np.float64)})
+
+
+async def _settle(w, seconds=5.0):
+    for _ in range(int(seconds / 0.02)):
+        await asyncio.sleep(0.02)
+        if not w.spool.batches and not w._buf and w.sub.queue.empty():
+            return
+
+
+def _samples(stored, device="dev"):
+    return [ln for ln in stored if ln.startswith(device.encode() + b",")]
+
+
+def _events(stored, kind):
+    return [ln.decode() for ln in stored if ln.startswith(b"events,") and f"kind={kind}".encode() in ln]
+
+
+def test_partial_write_bodies_are_classified():
+    e = classify(400, '{"error":"partial write: field type conflict: input field \\"v\\" on measurement '
+                      '\\"events\\" is type string, already exists as type float dropped=3"}', "InfluxDB")
+    assert (e.kind, e.dropped, e.retryable) == ("bad_data", 3, False)
+    assert classify(400, '{"error":"field type conflict"}', "x").dropped is None
+    assert [classify(s, "", "x").kind for s in (401, 403, 404, 413, 500, 503, 429)] == [
+        "credentials", "credentials", "no_database", "too_large", "server", "server", "server"]
+    assert [classify(s, "", "x").retryable for s in (401, 404, 413, 400, 500)] == [True, True, False, False, True]
+
+
+async def _run_with_bad_lines(tmp_path, whole_batch):
+    bus = SampleBus()
+    client = FakeInflux(whole_batch=whole_batch)
+    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path, 10**7), 0.05)
+    w.start()
+    await asyncio.sleep(0.1)
+    for i in range(5):
+        bus.publish(Tagged("rig", _block(i * 100)))
+        if i in (1, 3):  # two refused lines among 500 samples, in separate batches
+            bus.publish(Event("note", "text", fields={"conflict": "text"}))
+        await asyncio.sleep(0.07)
+    await _settle(w)
+    await w.stop()
+    return w, client
+
+
+async def test_a_partial_write_sets_aside_only_the_refused_lines(tmp_path):
+    w, client = await _run_with_bad_lines(tmp_path, whole_batch=False)
+    assert len(set(_samples(client.stored))) == 500
+    rejected = b"".join(p.read_bytes() for p in sorted((tmp_path / "rejected").glob("*.lp")))
+    assert rejected.count(b"\n") == 2 and len(re.findall(rb',conflict="', rejected)) == 2
+    assert w.stats.rejected_lines == 2 and w.stats.dropped_lines == 0
+    assert len(_events(client.stored, "storage_rejected")) == 2
+    assert w.spool.batches == []
+
+
+async def test_a_refused_batch_is_bisected_to_the_bad_line(tmp_path):
+    w, client = await _run_with_bad_lines(tmp_path, whole_batch=True)
+    # nothing of a refused batch was stored, so every good line must come from the bisection
+    assert len(set(_samples(client.stored))) == 500
+    rejected = b"".join(p.read_bytes() for p in sorted((tmp_path / "rejected").glob("*.lp")))
+    assert rejected.count(b"\n") == 2 and len(re.findall(rb',conflict="', rejected)) == 2
+    assert w.stats.rejected_lines == 2 and w.stats.split_requests > 0
+
+
+async def test_too_large_batches_are_split_and_the_size_remembered(tmp_path):
+    bus = SampleBus()
+    client = FakeInflux(max_body=1000)
+    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path, 10**7), 0.05)
+    w.start()
+    for i in range(10):
+        bus.publish(Tagged("rig", _block(i * 100)))
+        await asyncio.sleep(0.06)
+    await _settle(w)
+    await w.stop()
+    assert len(_samples(client.stored)) == len(set(_samples(client.stored))) == 1000
+    assert w.stats.rejected_lines == 0 and not (tmp_path / "rejected").exists()
+    assert w._max_body is not None and w._max_body <= 1000
+    assert w.fault is None
+
+
+async def test_refused_credentials_wait_and_are_reported_then_everything_goes(tmp_path):
+    bus = SampleBus()
+    client = FakeInflux()
+    client.status = 401
+    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path, 10**7), 0.05)
+    client.database = True
+    w._need_database = False
+    w.start()
+    for i in range(5):
+        bus.publish(Tagged("rig", _block(i * 100)))
+        await asyncio.sleep(0.06)
+    await asyncio.sleep(0.5)
+    assert w.state == "degraded" and w.fault.kind == "credentials"
+    assert "refuses our credentials (401)" in w.fault.message and "lines waiting" in w.fault.message
+    assert not (tmp_path / "rejected").exists() and w.spool.lines >= 500
+    client.status = 0
+    await _settle(w, 15)
+    await w.stop()
+    assert len(set(_samples(client.stored))) == 500
+    [fault] = _events(client.stored, "storage_fault")
+    assert "cause=\"credentials\"" in fault and "status=401i" in fault
+    assert len(_events(client.stored, "storage_recovered")) == 1
+    assert w.stats.rejected_lines == 0 and w.stats.dropped_lines == 0
+
+
+async def test_a_missing_database_is_created_again(tmp_path):
+    bus = SampleBus()
+    client = FakeInflux()
+    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path, 10**7), 0.05)
+    w.start()
+    bus.publish(Tagged("rig", _block(0)))
+    await _settle(w)
+    assert client.created == 1
+    client.database = False  # someone dropped the database
+    bus.publish(Tagged("rig", _block(100)))
+    await _settle(w, 15)
+    await w.stop()
+    assert client.created == 2 and len(set(_samples(client.stored))) == 200
+    [fault] = _events(client.stored, "storage_fault")
+    assert 'cause="no_database"' in fault
+
+
+async def test_a_disk_that_refuses_the_spool_keeps_data_in_memory_and_counts_what_the_bound_drops(tmp_path):
+    spool = Spool(tmp_path, 10**7, memory_max_bytes=6000)
+    real_write = spool._write_file
+    disk_full = True
+
+    def write_file(seq, lines, body):
+        if disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(seq, lines, body)
+
+    spool._write_file = write_file
+    bus = SampleBus()
+    client = FakeInflux()
+    client.status = 503  # InfluxDB is away too, so everything piles up in memory
+    w = StorageWriter(client, bus.subscribe("storage"), spool, 0.05)
+    w.start()
+    for i in range(10):
+        bus.publish(Tagged("rig", _block(i * 100, device="amp")))
+        await asyncio.sleep(0.08)
+    assert w.state == "unhealthy" and "No space left" in spool.disk_error
+    assert spool.memory_bytes <= 6000
+    assert w.stats.dropped_lines > 0
+    disk_full = False
+    client.status = 0
+    await _settle(w, 15)
+    await w.stop()
+    stored = set(_samples(client.stored, "amp"))
+    def lines(events):
+        return sum(int(e.split("lines=")[1].split("i")[0]) for e in events)
+
+    lost = _events(client.stored, "data_lost")
+    # exact accounting: what reached InfluxDB plus what the events say was lost is all of it
+    assert len(stored) + lines([e for e in lost if "device=amp" in e]) == 1000
+    # an event lost with its batch is reported again (repeated=true): every lost line is in
+    # exactly one stored event, the events' own lines included
+    assert lines(lost) == w.stats.dropped_lines
+    # the spool_fault event may itself have been dropped with its batch (and counted); the
+    # recovery, written once the disk works, names the fault
+    [recovered] = _events(client.stored, "spool_recovered")
+    assert "No space left on device" in recovered
+    assert w.state == "ok" and spool.memory_bytes == 0
+
+
+async def test_a_full_storage_queue_is_counted_as_lost(tmp_path):
+    bus = SampleBus()
+    client = FakeInflux()
+    sub = bus.subscribe("storage", maxsize=3)
+    for i in range(5):  # nobody consumes yet: two blocks do not fit
+        bus.publish(Tagged("rig", _block(i * 100)))
+    w = StorageWriter(client, sub, Spool(tmp_path, 10**7), 0.05)
+    w.start()
+    await _settle(w)
+    await w.stop()
+    assert w.stats.dropped_lines == 200
+    [lost] = _events(client.stored, "data_lost")
+    assert "device=dev" in lost and "lines=200i" in lost
+    assert len(set(_samples(client.stored))) == 300
+
+
+async def test_a_failing_loop_is_restarted_and_counted():
+    events = []
+    sup = Supervisor(on_event=events.append, min_backoff_s=0.01)
+    calls = []
+
+    async def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("boom")
+        await asyncio.sleep(3600)
+
+    task = sup.spawn("flaky", flaky)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert len(calls) == 3 and sup.status["flaky"].restarts == 2
+    assert sup.status["flaky"].last_error == "RuntimeError: boom"
+    assert [e.kind for e in events] == ["task_restarted", "task_restarted"]
+
+
+async def test_a_commit_that_raises_keeps_its_lines_for_the_next(tmp_path):
+    bus = SampleBus()
+    client = FakeInflux()
+    spool = Spool(tmp_path, 10**7)
+    real_append = spool.append
+    fail = [True]
+
+    def append(body, lines, counts=None, reports=None):
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("unexpected")
+        return real_append(body, lines, counts, reports)
+
+    spool.append = append
+    w = StorageWriter(client, bus.subscribe("storage"), spool, 0.05, supervisor=Supervisor(min_backoff_s=0.01))
+    w.start()
+    bus.publish(Tagged("rig", _block(0)))
+    await asyncio.sleep(0.5)
+    await _settle(w)
+    await w.stop()
+    assert len(set(_samples(client.stored))) == 100 and w.supervisor.status["storage-commit"].restarts == 1
