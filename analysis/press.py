@@ -5,13 +5,17 @@ kN, position in mm (ram travel from the top, down positive), flywheel speed in r
 Internally everything is SI.
 
 A blow is a *contact*: force above the contact threshold, entered when force rises
-above ``threshold`` and left when it falls below ``threshold − hysteresis``.
+above ``threshold`` and left when it falls below ``threshold − hysteresis``. Contacts
+shorter than ``min_contact_s`` are spikes, not blows. A contact that starts within
+``bounce_window_s`` after a blow's contact ended is a *bounce* of that blow: it is not a
+blow of its own (nothing is counted twice, the next blow's cycle time is not cut short),
+it is reported with the blow (:attr:`BlowResult.bounces`, :func:`bounce_reasons`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.integrate import trapezoid
@@ -19,10 +23,11 @@ from scipy.signal import savgol_filter
 
 from analysis.result import CycleAnalysis, judge, samples_hash
 
-__all__ = ["METRICS", "VERSION", "BlowResult", "Envelope", "PressParams", "analyse", "contacts",
-           "envelope_reasons", "judge", "samples_hash"]
+__all__ = ["METRICS", "VERSION", "BlowResult", "Bounce", "Envelope", "PressParams", "analyse",
+           "bounce_reasons", "contacts", "envelope_reasons", "judge", "samples_hash",
+           "velocity_lookback"]
 
-VERSION = "press-1.0"
+VERSION = "press-1.1"  # 1.1: bounces, the hashed window includes the ram-speed look-back
 
 METRICS = (
     "peak_force_kN", "forming_energy_kJ", "impact_velocity_m_s", "blow_energy_kJ", "efficiency",
@@ -41,6 +46,7 @@ class PressParams:
     screw_lead_m: float = 1.0
     velocity_window_s: float = 0.005  # Savitzky–Golay window for the ram speed
     min_contact_s: float = 0.0  # shorter contacts are spikes, not blows
+    bounce_window_s: float = 0.0  # a contact starting this soon after a blow's end is its bounce
     blows_per_part: int = 1  # a multi-blow forging: this many blows make one part (0: no count)
     part_gap_s: float = math.inf  # a pause longer than this between blows starts a new part
 
@@ -71,13 +77,28 @@ class PartCounter:
         return self.part, self.blow
 
 
+@dataclass(frozen=True)
+class Bounce:
+    """A second contact inside a blow's bounce window (times in s, as the analysis' time axis)."""
+
+    start_s: float
+    end_s: float  # last sample above threshold − hysteresis (or the last sample analysed)
+    peak_force_kN: float
+    open_ended: bool = False  # still in contact at the end of the samples analysed
+
+
 @dataclass
 class BlowResult(CycleAnalysis):
-    """One blow; ``part`` and ``blow_in_part`` count multi-blow forgings (1-based)."""
+    """One blow; ``part`` and ``blow_in_part`` count multi-blow forgings (1-based).
+
+    ``bounces`` are the contacts that began within ``bounce_window_s`` after this blow's
+    contact ended; the metrics are those of the blow's own contact.
+    """
 
     version: str = VERSION
     part: int = 1
     blow_in_part: int = 1
+    bounces: list[Bounce] = field(default_factory=list)
 
 
 def contacts(force_kN: np.ndarray, threshold: float, hysteresis: float = 0.0) -> list[tuple[int, int]]:
@@ -102,10 +123,21 @@ def contacts(force_kN: np.ndarray, threshold: float, hysteresis: float = 0.0) ->
     return out
 
 
+def velocity_lookback(dt_s: float, window_s: float) -> int:
+    """Samples before contact start that the Savitzky–Golay ram speed uses (at ``dt_s`` spacing).
+
+    The impact velocity is computed from ``position[start − n : start + 1]``; whatever
+    is hashed and archived for a blow must begin at least this many samples before it.
+    """
+    if not dt_s > 0:
+        return 5
+    return max(5, round(window_s / dt_s) | 1)
+
+
 def _ram_speed_m_s(time_s: np.ndarray, position_mm: np.ndarray, at: int, window_s: float) -> float:
     """Ram speed at sample ``at`` from a Savitzky–Golay derivative of position."""
     dt = float(np.median(np.diff(time_s)))
-    w = max(5, round(window_s / dt) | 1)
+    w = velocity_lookback(dt, window_s)
     lo = max(0, at - w)
     seg = position_mm[lo:at + 1]
     if len(seg) < 5:
@@ -122,13 +154,21 @@ def analyse(time_s: np.ndarray, channels: dict[str, np.ndarray], p: PressParams)
     pos = channels.get("position")
     speed = channels.get("flywheel_speed")
     parts = [channels[f"force_{i}"] for i in range(1, 5) if f"force_{i}" in channels]
-    blows = [(s, e) for s, e in contacts(force, p.contact_threshold_kN, p.contact_hysteresis_kN)
-             if t[e] - t[s] >= p.min_contact_s]
+    blows: list[tuple[int, int]] = []
+    bounced: list[list[tuple[int, int]]] = []
+    for s, e in contacts(force, p.contact_threshold_kN, p.contact_hysteresis_kN):
+        if blows and t[s] <= t[blows[-1][1]] + p.bounce_window_s:
+            bounced[-1].append((s, e))  # a bounce of the blow before: not a blow of its own
+        elif t[e] - t[s] >= p.min_contact_s:
+            blows.append((s, e))
+            bounced.append([])
+    lookback = velocity_lookback(float(np.median(np.diff(t))) if len(t) > 1 else 0.0, p.velocity_window_s)
     parts_of = PartCounter(p.blows_per_part, p.part_gap_s)
     results = []
     for k, (s, e) in enumerate(blows):
         nxt = blows[k + 1][0] if k + 1 < len(blows) else len(t)
-        window = slice(s, nxt)  # this blow until the next one starts
+        # every sample a metric uses: the ram speed's look-back, then this blow until the next starts
+        window = slice(max(0, s - lookback), nxt)
         contact = slice(s, e + 1)
         m: dict[str, float | None] = dict.fromkeys(METRICS)
         peak_i = s + int(np.argmax(force[contact]))
@@ -156,9 +196,26 @@ def analyse(time_s: np.ndarray, channels: dict[str, np.ndarray], p: PressParams)
             m["max_channel_share"] = float(peaks.max() / total) if total > 0 else None
         used = {k2: np.asarray(v2)[window] for k2, v2 in channels.items()}
         part, blow = parts_of.next(float(t[s]), float(t[e]))
+        bounces = [Bounce(float(t[bs]), float(t[be]), float(np.max(force[bs:be + 1])), open_ended=be == len(t) - 1)
+                   for bs, be in bounced[k]]
         results.append(BlowResult(k, float(t[s]), float(t[e]), m, samples_hash(t[window], used),
-                                  part=part, blow_in_part=blow))
+                                  part=part, blow_in_part=blow, bounces=bounces))
     return results
+
+
+def bounce_reasons(result: BlowResult) -> list[str]:
+    """One reason per bounce: a second contact right after the blow makes it ``nok``.
+
+    The die hit the part again, uncontrolled; the blow's own metrics do not show it, so
+    the certificate must (with when, how long and how hard).
+    """
+    out = []
+    for b in result.bounces:
+        length = (b.end_s - b.start_s) * 1e3
+        out.append(f"bounce: force above the contact threshold again {(b.start_s - result.end_s) * 1e3:.4g} ms "
+                   f"after the contact ended, for {'≥ ' if b.open_ended else ''}{length:.4g} ms "
+                   f"(peak {b.peak_force_kN:.6g} kN)")
+    return out
 
 
 def envelope_reasons(time_s: np.ndarray, position_mm: np.ndarray | None, force_kN: np.ndarray,

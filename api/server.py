@@ -4,9 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import socket
 
 import uvicorn
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (127.0.0.0/8, ::1, localhost).
+
+    Anything else, including ``0.0.0.0``, ``::``, ``""`` and other host names, may be
+    reachable from the network.
+    """
+    h = host.strip().strip("[]").rstrip(".").lower()
+    if h == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def open_without_auth_warning(host: str, port: int, config: object = None) -> str:
+    """What to log when the API serves ``host:port`` beyond loopback with API keys off."""
+    where = f" in {config}" if config else ""
+    return (f"API KEYS ARE OFF ([auth] enabled = false) and the API listens on {host}:{port}, "
+            "which other machines may reach: anyone who can connect is admin (starts and stops "
+            "runs, reads every result, creates keys). Set [auth] enabled = true" + where +
+            " and create keys with `daq keys create --role operator --name NAME`, or set "
+            "[api] host = \"127.0.0.1\" to serve this machine only.")
+
+
+def _settings(app):
+    service = getattr(getattr(app, "state", None), "service", None)
+    return getattr(service, "settings", None)
 
 
 class _NoSignals(uvicorn.Server):
@@ -16,10 +53,13 @@ class _NoSignals(uvicorn.Server):
 
 
 class ApiServer:
-    """uvicorn for ``app`` on ``host:port``; ``start`` returns once it listens."""
+    """uvicorn for ``app`` on ``host:port``; ``start`` returns once it listens.
+
+    Binding beyond loopback while the app's settings have API keys off logs a warning.
+    """
 
     def __init__(self, app, host: str, port: int):
-        self.host, self.port = host, port
+        self.app, self.host, self.port = app, host, port
         self.server = _NoSignals(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                 lifespan="on"))
         self.task: asyncio.Task | None = None
@@ -46,6 +86,10 @@ class ApiServer:
                           "(port in use? set [api] port)") from None
         sock.listen(128)
         self.sock = sock
+        settings = _settings(self.app)
+        if settings is not None and not settings.auth.enabled and not is_loopback(self.host):
+            port = sock.getsockname()[1]  # the one the OS chose for port 0
+            log.warning("%s", open_without_auth_warning(self.host, port, settings.path))
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Start serving (binding first if needed); returns once it listens."""

@@ -25,7 +25,7 @@ class CycleOut(BaseModel):
         "t_ns": 1795770843120000000, "verdict": "nok",
         "reasons": ["max_channel_share = 0.34 above max 0.3"],
         "metrics": {"peak_force_kN": 97555.0, "forming_energy_kJ": 2314.0},
-        "info": {"part": 17, "blow_in_part": 1}, "version": "press-1.0",
+        "info": {"part": 17, "blow_in_part": 1, "bounces": 0, "device": "press01_amp"}, "version": "press-1.1",
         "samples_sha256": "9f2c…"}]}}
 
     id: int

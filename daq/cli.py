@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -67,6 +68,32 @@ def cmd_check(args) -> int:
     return 0
 
 
+def masked_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (catalogue and InfluxDB URLs), for printing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError):  # not a database URL: mask the userinfo by hand
+        return re.sub(r"(//[^/@:]*):[^/]*@", r"\1:***@", url)
+    if u.password is None:
+        return url  # as written: rendering would re-quote a path's characters
+    if u.host and "@" in u.host:  # an unencoded @ in the password
+        u = u.set(host=u.host.rpartition("@")[2])
+    return u.render_as_string(hide_password=True)
+
+
+def _startup_lines(settings) -> list[str]:
+    """What ``daq run`` prints once the API is up (no secrets)."""
+    lines = [f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
+             "API docs /docs. Ctrl-C stops."]
+    if settings.auth.enabled:
+        lines.append(f"  API keys: `daq keys create --role operator|engineer|qa|admin --name NAME --config "
+                     f"{settings.path}` (catalogue {masked_url(settings.catalogue_url)})")
+    return lines
+
+
 def _dump_tasks() -> None:
     """`kill -USR2 PID`: log what every asyncio task is waiting on."""
     for task in asyncio.all_tasks():
@@ -99,11 +126,8 @@ async def _run(settings, simulate: bool) -> int:
         log.error("cannot start: %s", e)
         await service.stop()
         return 1
-    print(f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
-          f"API docs /docs. Ctrl-C stops.", flush=True)
-    if settings.auth.enabled:
-        print(f"  API keys: `daq keys create --role operator|engineer|qa|admin --name NAME --config "
-              f"{settings.path}` (catalogue {settings.catalogue_url})", flush=True)
+    for line in _startup_lines(settings):
+        print(line, flush=True)
     for rig, sim in service.simulators.items():
         for device, where in sim.endpoints().items():
             print(f"  simulated {rig}/{device}: {where}", flush=True)
@@ -222,12 +246,12 @@ def _analyse_recording(rig, t, channels) -> list:
         from daq.cycles import srm_params
 
         return [judge(r, rig.limit_dicts()) for r in analyse(t, channels, srm_params(rig))]
-    from analysis.press import analyse, envelope_reasons, judge
+    from analysis.press import analyse, bounce_reasons, envelope_reasons, judge
     from daq.cycles import press_envelope, press_params
 
-    env = press_envelope(rig)
+    env = press_envelope(rig)  # bounces (a contact within post_s of a blow's end) make it nok, as live
     return [judge(r, rig.limit_dicts(),
-                  envelope_reasons(t, channels.get("position"), channels["force"], r, env))
+                  envelope_reasons(t, channels.get("position"), channels["force"], r, env) + bounce_reasons(r))
             for r in analyse(t, channels, press_params(rig))]
 
 
@@ -257,7 +281,7 @@ def cmd_analyse(args) -> int:
                     "metrics": {k: _clean(v) for k, v in r.metrics.items()}, "verdict": r.verdict,
                     "reasons": r.reasons, "version": r.version, "samples_sha256": r.samples_sha256}
             if what == "blow":
-                item.update(part=r.part, blow_in_part=r.blow_in_part)
+                item.update(part=r.part, blow_in_part=r.blow_in_part, bounces=len(r.bounces))
             else:
                 item.update(step=r.step, revolutions=r.revolutions)
             out.append(item)
@@ -292,7 +316,8 @@ def _catalogue(args):
     try:
         return settings, Catalogue(settings.catalogue_url)
     except Exception as e:  # a bad URL or an unreachable database: say which
-        print(f"rigdaq: cannot open the catalogue at {settings.catalogue_url}: {e}", file=sys.stderr)
+        print(f"rigdaq: cannot open the catalogue at {masked_url(settings.catalogue_url)}: {e}",
+              file=sys.stderr)
         return None, None
 
 

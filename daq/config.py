@@ -12,7 +12,7 @@ import logging
 import tomllib
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -540,6 +540,8 @@ class InfluxSettings(Strict):
                                      description="how often gathered lines are fsync'd to the spool")
     spool_max_mb: float = Field(default=2048, gt=0, description="bound of the on-disk spool")
     spool_policy: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    memory_max_mb: float = Field(default=256, gt=0, description="bound of what is held in memory while "
+                                 "the spool cannot write to disk (full, I/O error, read-only)")
     retention: str | None = Field(default=None, pattern=r"^([1-9][0-9]*[hdw]|INF)$",
                                   description="v1: how long the database keeps samples (48h, 30d, 52w, INF)")
 
@@ -568,11 +570,53 @@ class StorageSettings(Strict):
     influxdb: InfluxSettings | None = None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def canonical_origin(value: str) -> str:
+    """``scheme://host[:port]`` of a web origin, lower case, without a default port.
+
+    Raises ValueError for anything that is not an http(s) origin (a path, a query,
+    user info or a bad port), the way browsers never send it in ``Origin``.
+    """
+    u = urlsplit(value.strip())
+    try:
+        port = u.port
+    except ValueError:
+        raise ValueError(f"bad port in {value!r}") from None
+    if u.scheme.lower() not in ("http", "https") or not u.hostname:
+        raise ValueError(f"must be an origin like https://hmi.example.com:8443 (got {value!r})")
+    if u.path not in ("", "/") or u.query or u.fragment or u.username is not None or u.password is not None:
+        raise ValueError(f"an origin is scheme://host[:port] only, without path, query or user (got {value!r})")
+    scheme, host = u.scheme.lower(), u.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{host}:{port}"
+
+
 class ApiSettings(Strict):
     """The HTTP API and operator page."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="web origins (scheme://host[:port]) besides the API's own that may open the live "
+                    "WebSocket, e.g. a plant HMI behind a reverse proxy")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        errors: list[str] = []
+        out: list[str] = []
+        for i, o in enumerate(origins):
+            try:
+                out.append(canonical_origin(o))
+            except ValueError as e:
+                errors.append(f"[{i}]: {e}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return out
 
 
 class CatalogueSettings(Strict):

@@ -1,4 +1,13 @@
-"""One cycle: its result, its samples (``curve``) and its plot."""
+"""One cycle: its result, its samples (``curve``) and its plot.
+
+A curve is served, by default, from the catalogue's archive: the very samples the
+cycle was analysed from, which hash to its ``samples_sha256``. Only when the archive no
+longer has them (``archive_max_mb``) does it come from InfluxDB, whose copy is not what
+was hashed (host timestamps, no PLC channels). Every curve says which it is:
+``X-Samples-SHA256`` is the SHA-256 of the samples served (as :func:`samples_hash`
+computes it, time in s from the first sample) and ``X-Samples-SHA256-Match`` is
+``true`` only when that equals the cycle's ``samples_sha256``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +21,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 
+from analysis.result import samples_hash
 from api.auth import QA
 from api.deps import ServiceDep, catalogue_of
 from api.plots import cycle_plot
@@ -74,18 +84,37 @@ async def _from_influx(service, row: dict) -> tuple[np.ndarray, dict[str, np.nda
 
 
 async def cycle_samples(service, row: dict, source: str) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """(source used, t_ns, channels) of a cycle: InfluxDB first, the catalogue's archive after."""
-    if source in ("auto", "influxdb"):
-        got = await _from_influx(service, row)
+    """(source used, t_ns, channels) of a cycle: the catalogue's archive (what was analysed) first.
+
+    ``auto`` falls back to InfluxDB when the archive no longer has the cycle's samples.
+    """
+    if source in ("auto", "archive"):
+        got = await asyncio.to_thread(catalogue_of(service).cycle_samples, row["id"])
         if got is not None:
-            return "influxdb", *got
-        if source == "influxdb":
-            raise HTTPException(404, f"InfluxDB has no samples of cycle {row['id']} (retention?); "
-                                     "source=archive gives the catalogue's copy")
-    got = await asyncio.to_thread(catalogue_of(service).cycle_samples, row["id"])
-    if got is None:
-        raise HTTPException(404, f"no samples of cycle {row['id']}: not in InfluxDB and not archived")
-    return "archive", *got
+            return "archive", *got
+        if source == "archive":
+            raise HTTPException(404, f"the archive has no samples of cycle {row['id']} (pruned by "
+                                     "archive_max_mb?); source=influxdb gives InfluxDB's copy")
+    got = await _from_influx(service, row)
+    if got is not None:
+        return "influxdb", *got
+    if source == "influxdb":
+        raise HTTPException(404, f"InfluxDB has no samples of cycle {row['id']} (retention?); "
+                                 "source=archive gives the catalogue's copy")
+    raise HTTPException(404, f"no samples of cycle {row['id']}: not archived and not in InfluxDB")
+
+
+def curve_hash_headers(row: dict, used: str, t_ns: np.ndarray, chans: dict[str, np.ndarray]) -> dict[str, str]:
+    """Which samples these are: their SHA-256 and whether it is the cycle's ``samples_sha256``."""
+    served = samples_hash((t_ns - t_ns[0]) / 1e9, chans) if len(t_ns) else samples_hash(t_ns, chans)
+    match = served == row["samples_sha256"]
+    headers = {"X-Source": used, "X-Samples-SHA256": served, "X-Samples-SHA256-Match": "true" if match else "false"}
+    if not match:
+        why = ("InfluxDB's copy (host timestamps, the master device's channels only)" if used == "influxdb"
+               else "the archived samples no longer hash to it")
+        headers["X-Samples-Note"] = (f"these are not the samples cycle {row['id']} was analysed and hashed from: "
+                                     f"{why}; its samples_sha256 is {row['samples_sha256']}")
+    return headers
 
 
 @router.get("/{cycle_id}/curve", summary="The cycle's samples",
@@ -94,10 +123,19 @@ async def cycle_samples(service, row: dict, source: str) -> tuple[str, np.ndarra
 async def curve(cycle_id: CycleId, service: ServiceDep, who: QA,
                 format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
                 source: Annotated[Literal["auto", "influxdb", "archive"],
-                                  Query(description="auto: InfluxDB, else the archive")] = "auto") -> Response:
-    """Every sample of the cycle's window, from InfluxDB or (after retention) the archive."""
+                                  Query(description="auto: the archive (the samples that hash to the cycle's "
+                                                    "samples_sha256), else InfluxDB")] = "auto") -> Response:
+    """Every sample of the cycle's window: by default the archived samples the cycle was analysed from.
+
+    ``X-Samples-SHA256`` is the SHA-256 of what is served (time in s from the first
+    sample, then each channel in name order, float64 little-endian), and
+    ``X-Samples-SHA256-Match`` says ``true`` only when it is the cycle's
+    ``samples_sha256``; ``false`` (with ``X-Samples-Note``) when the samples come from
+    InfluxDB or otherwise are not those that were hashed.
+    """
     row = await _cycle(service, cycle_id)
     used, t_ns, chans = await cycle_samples(service, row, source)
+    headers = curve_hash_headers(row, used, t_ns, chans)
     names = sorted(chans)
     if format == "csv":
         buf = io.StringIO()
@@ -107,12 +145,14 @@ async def curve(cycle_id: CycleId, service: ServiceDep, who: QA,
         for ts, line in zip(t_ns.tolist(), cols.tolist(), strict=True):
             buf.write(f"{line[0]!r},{ts}," + ",".join(repr(v) for v in line[1:]) + "\n")
         return Response(buf.getvalue(), media_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="cycle-{cycle_id}.csv"', "X-Source": used})
+            "Content-Disposition": f'attachment; filename="cycle-{cycle_id}.csv"', **headers})
     body = {"cycle": cycle_id, "rig": row["rig"], "source": used, "device": row["info"].get("device"),
+            "samples_sha256": row["samples_sha256"], "served_sha256": headers["X-Samples-SHA256"],
+            "samples_sha256_match": headers["X-Samples-SHA256-Match"] == "true",
             "t_ns": t_ns, "channels": {k: np.where(np.isfinite(chans[k]), chans[k], None).tolist()
                                        if not np.all(np.isfinite(chans[k])) else chans[k] for k in names}}
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json",
-                    headers={"X-Source": used})
+                    headers=headers)
 
 
 @router.get("/{cycle_id}/plot.png", summary="The cycle's plot",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse
 
 from api.auth import websocket_identity
+from daq.config import canonical_origin
 from daq.keys import role_at_least
 
 router = APIRouter(prefix="/api/rigs", tags=["live"])
@@ -29,19 +31,13 @@ async def live(ws: WebSocket, rig: str) -> None:
     a valid operator key the handshake is refused with HTTP 401 (403: role too small;
     404: no such rig); a server without that ASGI extension accepts and closes with
     4401/4403/4404 instead.
+
+    A browser's handshake (one with ``Origin``) is refused with 403 unless the page came
+    from this server (same host and port as ``Host``) or from ``[api] allowed_origins``.
+    Clients that send no ``Origin`` (scripts, the CLI) are not browsers and pass.
     """
     service = ws.app.state.service
-    try:
-        who = await websocket_identity(ws)
-    except HTTPException:
-        who = None
-    refusal = None
-    if who is None:
-        refusal = (401, CLOSE_UNAUTHORISED, "an operator API key is required")
-    elif not role_at_least(who.role, "operator"):
-        refusal = (403, CLOSE_FORBIDDEN, "operator role required")
-    elif rig not in service.rigs:
-        refusal = (404, CLOSE_NOT_FOUND, f"no rig {rig!r}; rigs are: {', '.join(sorted(service.rigs))}")
+    refusal = await _refusal(ws, rig)
     if refusal is not None:
         status, code, reason = refusal
         if "websocket.http.response" in ws.scope.get("extensions", {}):
@@ -69,6 +65,52 @@ async def live(ws: WebSocket, rig: str) -> None:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
+
+
+async def _refusal(ws: WebSocket, rig: str) -> tuple[int, int, str] | None:
+    """(HTTP status, close code, reason) when the handshake must be refused, else None."""
+    service = ws.app.state.service
+    origin = ws.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, ws.headers.get("host"),
+                                                 service.settings.api.allowed_origins):
+        # a page of another site would ride on the operator's cookie (cross-site WebSocket hijacking)
+        return (403, CLOSE_FORBIDDEN, f"origin {origin[:60]!r} may not open the live feed "
+                "(see [api] allowed_origins)")
+    try:
+        who = await websocket_identity(ws)
+    except HTTPException:
+        who = None
+    if who is None:
+        return (401, CLOSE_UNAUTHORISED, "an operator API key is required")
+    if not role_at_least(who.role, "operator"):
+        return (403, CLOSE_FORBIDDEN, "operator role required")
+    if rig not in service.rigs:
+        return (404, CLOSE_NOT_FOUND, f"no rig {rig!r}; rigs are: {', '.join(sorted(service.rigs))}")
+    return None
+
+
+def origin_allowed(origin: str, host: str | None, allowed: list[str]) -> bool:
+    """Whether a handshake's ``Origin`` is this server itself (its ``Host``) or in ``allowed``.
+
+    ``allowed`` holds canonical origins (:func:`daq.config.canonical_origin`). ``null``,
+    a malformed origin or a malformed ``Host`` is refused.
+    """
+    try:
+        canonical = canonical_origin(origin)
+    except ValueError:
+        return False
+    if canonical in allowed:
+        return True
+    if not host or "@" in host:
+        return False
+    o, h = urlsplit(canonical), urlsplit("//" + host.strip())
+    try:
+        default = 443 if o.scheme == "https" else 80
+        same = (h.hostname is not None and h.hostname == o.hostname
+                and (h.port or default) == (o.port or default))
+    except ValueError:  # a port that is not a number
+        return False
+    return same
 
 
 async def _drain(ws: WebSocket) -> None:

@@ -4,27 +4,54 @@ The rig's fastest device that carries ``force`` is the master stream (the force
 amplifier); other channels the analysis wants (``flywheel_speed`` from the PLC) are
 kept as (time, value) series and interpolated onto the master's timestamps. A blow
 is analysed once its contact has ended and ``post_s`` more has been seen; its window
-starts ``pre_s`` before contact, so the ram speed at impact can be measured.
+starts ``pre_s`` before contact (and never after the first sample the Savitzky–Golay
+ram speed looks back to), so the ram speed at impact can be measured and every sample
+a metric used is in the window that is hashed and archived.
+
+Contacts shorter than ``min_contact_ms`` are spikes: not blows, and they neither end
+the blow before's cycle time nor start a part. A contact that begins within ``post_s``
+after a blow's contact ended is a *bounce* of that blow: the blow is analysed as it
+was, the bounce is named in its reasons (so it is ``nok``), counted in its ``bounces``
+field, logged and published as a ``bounce`` event; it is never a blow of its own.
 
 Results go on the bus as :class:`CycleResult` (stored in InfluxDB's ``cycles``
-measurement). ``cycle_time_s`` — start of this blow to start of the next — is known
-only when the next blow begins, so it is sent then, as an update of the same point.
+measurement). ``cycle_time_s`` — start of this blow to start of the next accepted one —
+is known only when that blow has been analysed, so it is sent then, as an update of
+the same point.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 
-from analysis.press import Envelope, PartCounter, PressParams, analyse, envelope_reasons, judge
+from analysis.press import (
+    Envelope,
+    PartCounter,
+    PressParams,
+    analyse,
+    bounce_reasons,
+    envelope_reasons,
+    judge,
+    velocity_lookback,
+)
 from analysis.result import limit_reasons, samples_hash
 from daq.bus import SampleBus
 from daq.cycles.result import CycleResult, Series, device_time
+from daq.events import Event
 from drivers.block import Block
 
 log = logging.getLogger(__name__)
+
+
+def iso_ns(t_ns: int) -> str:
+    """A timestamp in ns since the epoch, as UTC ISO 8601 with microseconds (for messages)."""
+    return datetime.fromtimestamp(t_ns // 1000 / 1e6, UTC).isoformat(timespec="microseconds")
 
 
 class PressCycleTracker:
@@ -36,18 +63,24 @@ class PressCycleTracker:
                  bus: SampleBus, pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
                  envelope: Envelope | None = None, rate_hz: float | None = None):
         self.rig, self.master = rig, master
-        self.params, self.limits, self.envelope = params, limits, envelope
+        # a contact starting inside a blow's post-contact window is that blow's bounce, live and offline
+        self.params = replace(params, bounce_window_s=post_s)
+        self.limits, self.envelope = limits, envelope
         self.parts = PartCounter(params.blows_per_part, params.part_gap_s)
         self.rate_hz = rate_hz  # the master stream's sample rate: its counter is the time base
         self.bus = bus
         self.pre_ns, self.post_ns = int(pre_s * 1e9), int(post_s * 1e9)
+        self.min_contact_ns = round(params.min_contact_s * 1e9)
         self.series: dict[str, Series] = {}
         self.keep_s = keep_s
         self.cycle_no = 0
         self.last: CycleResult | None = None
         self._in_contact = False
         self._contact_start = 0
-        self._contact_end: int | None = None
+        self._bouncing = False  # the contact in progress began inside a blow's post-contact window
+        self._bounce_until: int | None = None  # end of the latest blow's post-contact window
+        self._pending: deque[tuple[int, int]] = deque()  # (first, last sample in contact) awaiting post_s
+        self._t_prev: int | None = None  # the master's last timestamp before this block
         self._run = ""
 
     @property
@@ -73,7 +106,7 @@ class PressCycleTracker:
         if rig != self.rig:
             return
         self._add(block)
-        if block.device != self.master or "force" not in block.channels:
+        if block.device != self.master or "force" not in block.channels or not len(block):
             return
         p = self.params
         f, t = block.channels["force"], block.t_ns
@@ -84,21 +117,26 @@ class PressCycleTracker:
                 if not len(hits):
                     break
                 i += int(hits[0])
-                self._in_contact, self._contact_start, self._contact_end = True, int(t[i]), None
-                if self.last is not None and self.last.metrics.get("cycle_time_s") is None:
-                    self.last.metrics["cycle_time_s"] = (self._contact_start - self.last.t_ns) / 1e9
-                    self._judge_cycle_time(self.last)
-                    self.bus.publish(self.last)  # the same point again, now with its cycle time
+                self._in_contact, self._contact_start = True, int(t[i])
+                self._bouncing = self._bounce_until is not None and self._contact_start <= self._bounce_until
             else:
                 ends = np.flatnonzero(f[i:] < p.contact_threshold_kN - p.contact_hysteresis_kN)
                 if not len(ends):
                     break
                 i += int(ends[0])
-                self._in_contact, self._contact_end = False, int(t[i])
-        done = self._contact_end is not None and not self._in_contact
-        if done and t[-1] >= self._contact_end + self.post_ns:
-            self._analyse(self._contact_start - self.pre_ns, self._contact_end + self.post_ns)
-            self._contact_end = None
+                last = int(t[i - 1]) if i > 0 else self._t_prev  # the contact's last sample
+                self._in_contact = False
+                if self._bouncing or last is None:
+                    continue  # a bounce: the analysis of its blow's window reports it
+                if last - self._contact_start < self.min_contact_ns:
+                    log.debug("%s: a %.2f ms force spike at %d is not a blow", self.rig,
+                              (last - self._contact_start) / 1e6, self._contact_start)
+                    continue
+                self._pending.append((self._contact_start, last))
+                self._bounce_until = last + self.post_ns
+        self._t_prev = int(t[-1])
+        while self._pending and t[-1] >= self._pending[0][1] + self.post_ns:
+            self._analyse(*self._pending.popleft())
 
     def close_run(self, end_ns: int) -> CycleResult | None:
         """The run ends: its last blow's cycle time runs to the end of the run, and is final.
@@ -122,7 +160,7 @@ class PressCycleTracker:
                                                     {"cycle_time_s": lim})]
             c.verdict = "nok" if c.reasons else "ok"
 
-    def _speed_at_contact(self, key: str, start_ns: int) -> float | None:
+    def _speed_at_contact(self, key: str, contact_ns: int) -> float | None:
         """Flywheel speed at contact start, from the device that reports it.
 
         That device (the PLC) usually reports force too: its last scan before its own
@@ -137,52 +175,92 @@ class PressCycleTracker:
         if f"{device}:force" in self.series:
             tf, f = self.series[f"{device}:force"].arrays()
             if len(tf) == len(ts):
-                near = np.flatnonzero((tf >= start_ns - self.pre_ns) & (f > self.params.contact_threshold_kN))
+                near = np.flatnonzero((tf >= contact_ns - 2 * self.pre_ns) & (f > self.params.contact_threshold_kN))
                 if len(near) and near[0] > 0:
                     return float(vs[near[0] - 1])
-        return float(np.interp(start_ns + self.pre_ns, ts, vs))
+        return float(np.interp(contact_ns, ts, vs))
 
-    def _analyse(self, start_ns: int, end_ns: int) -> None:
+    def _lookback_ns(self) -> int:
+        """How far before contact the ram speed's Savitzky–Golay window reaches (with margin)."""
+        if self.rate_hz:
+            dt_s = 1.0 / self.rate_hz
+        else:
+            t = self.series["force"].t[-1]
+            dt_s = float(np.median(np.diff(t))) / 1e9 if len(t) > 1 else 0.0
+        return int(2 * velocity_lookback(dt_s, self.params.velocity_window_s) * dt_s * 1e9)
+
+    def _analyse(self, contact_ns: int, last_ns: int) -> None:
+        """Analyse the blow in contact from ``contact_ns`` to ``last_ns``, with its window around it."""
+        end_ns = last_ns + self.post_ns
+        first_ns = contact_ns - max(self.pre_ns, self._lookback_ns())
         # only the blocks that overlap the window are joined (not the whole history, per channel)
-        t_ns, force = self.series["force"].between(start_ns, end_ns + 1)
-        if len(t_ns) < 10:
+        t_ns, force = self.series["force"].between(first_ns, end_ns + 1)
+        at = int(np.searchsorted(t_ns, contact_ns))
+        if len(t_ns) < 10 or at >= len(t_ns) or t_ns[at] != contact_ns:
+            log.warning("%s: the samples of the blow at %s are not in the %.0f s history: not analysed",
+                        self.rig, iso_ns(contact_ns), self.keep_s)
             return
         window = {}
         for name in ("sample", *self.ANALYSIS_CHANNELS[1:]):
             if name in self.series:
-                ts, vs = self.series[name].between(start_ns, end_ns + 1)
+                ts, vs = self.series[name].between(first_ns, end_ns + 1)
                 if len(ts) == len(t_ns):
                     window[name] = vs
+        # the window: pre_s before contact, or further back if the ram speed's look-back needs it
+        dt_s = float(np.median(np.diff(t_ns))) / 1e9
+        first = min(int(np.searchsorted(t_ns, contact_ns - self.pre_ns)),
+                    max(0, at - velocity_lookback(dt_s, self.params.velocity_window_s)))
+        t_ns, force, at = t_ns[first:], force[first:], at - first
+        window = {k: v[first:] for k, v in window.items()}
         if "sample" in window:
             t_ns = device_time(t_ns, window.pop("sample"), self.rate_hz)
         chans = {"force": force, **window}
         speed = next((k for k in self.series if k.endswith(":flywheel_speed")), None)
         if speed is not None:
-            omega_rpm = self._speed_at_contact(speed, start_ns)
+            omega_rpm = self._speed_at_contact(speed, contact_ns)
             if omega_rpm is not None:
                 chans["flywheel_speed"] = np.full(len(t_ns), omega_rpm)
         t_s = (t_ns - t_ns[0]) / 1e9
-        results = analyse(t_s, chans, self.params)
-        if not results:
+        # the blow that starts at this contact (the window may also hold the tail of an earlier one)
+        r = next((b for b in analyse(t_s, chans, self.params) if b.start_s == t_s[at]), None)
+        if r is None:  # only at the edges: a spike by the stream's own clock, or a bounce of a bounce
+            msg = (f"the contact at {iso_ns(contact_ns)} is not a blow by the analysis of its window "
+                   f"(shorter than {self.params.min_contact_s * 1e3:g} ms, or inside an earlier "
+                   f"contact's post-contact window): not counted")
+            log.warning("%s: %s", self.rig, msg)
+            self.bus.publish(Event("contact_not_analysed", msg, rig=self.rig, device=self.master,
+                                   level="warning", t_ns=contact_ns))
             return
-        r = results[0]
-        r.metrics["cycle_time_s"] = None  # known when the next blow starts
+        r.metrics["cycle_time_s"] = None  # known when the next accepted blow has been analysed
+        bounces = bounce_reasons(r)
         judge(r, {k: v for k, v in self.limits.items() if k != "cycle_time_s"},
-              envelope_reasons(t_s, chans.get("position"), chans["force"], r, self.envelope))
+              envelope_reasons(t_s, chans.get("position"), chans["force"], r, self.envelope) + bounces)
         r.samples_sha256 = samples_hash(t_s, chans)  # of the window analysed, as archived
+        start_ns = int(t_ns[at])  # exact: no float round trip of an epoch in ns
+        prev = self.last
+        if prev is not None and prev.metrics.get("cycle_time_s") is None:
+            prev.metrics["cycle_time_s"] = (start_ns - prev.t_ns) / 1e9
+            self._judge_cycle_time(prev)
+            self.bus.publish(prev)  # the same point again, now with its cycle time
         self.cycle_no += 1
-        start_ns = int(t_ns[0] + r.start_s * 1e9)
-        part, blow = self.parts.next(start_ns / 1e9, t_ns[0] / 1e9 + r.end_s)
+        part, blow = self.parts.next(start_ns / 1e9, start_ns / 1e9 + (r.end_s - r.start_s))
         result = CycleResult(self.rig, self.cycle_no, start_ns, r.verdict, dict(r.metrics), r.reasons,
                              r.version, r.samples_sha256, self.run, kind="screw_press",
-                             end_ns=int(t_ns[0] + r.end_s * 1e9),
-                             info={"part": part, "blow_in_part": blow, "device": self.master},
+                             end_ns=int(t_ns[at + int(np.searchsorted(t_s[at:], r.end_s))]),
+                             info={"part": part, "blow_in_part": blow, "bounces": len(r.bounces),
+                                   "device": self.master},
                              samples=(t_ns, chans))
         self.last = result
         log.info("%s: blow %d %s (peak %.0f kN, forming %.0f kJ)%s", self.rig, self.cycle_no,
                  r.verdict.upper(), r.metrics["peak_force_kN"] or 0, r.metrics["forming_energy_kJ"] or 0,
                  f": {'; '.join(r.reasons)}" if r.reasons else "")
         self.bus.publish(result)
+        for b, text in zip(r.bounces, bounces, strict=True):
+            log.warning("%s: blow %d: %s", self.rig, self.cycle_no, text)
+            self.bus.publish(Event("bounce", f"blow {self.cycle_no}: {text}", rig=self.rig, device=self.master,
+                                   level="warning", t_ns=int(t_ns[int(np.searchsorted(t_s, b.start_s))]),
+                                   fields={"cycle_no": self.cycle_no, "peak_force_kN": b.peak_force_kN,
+                                           "after_ms": (b.start_s - r.end_s) * 1e3}))
 
 
 def press_params(rig) -> PressParams:
@@ -192,6 +270,7 @@ def press_params(rig) -> PressParams:
                        contact_hysteresis_kN=p.contact_hysteresis_kN,
                        flywheel_inertia_kg_m2=p.flywheel_inertia_kg_m2, ram_mass_kg=p.ram_mass_kg,
                        screw_lead_m=p.screw_lead_m, min_contact_s=seg.min_contact_ms / 1e3,
+                       bounce_window_s=seg.post_s,
                        blows_per_part=seg.blows_per_part,
                        part_gap_s=seg.part_gap_s if seg.part_gap_s is not None else math.inf)
 

@@ -240,12 +240,17 @@ def event_line(e: Event, run: str = "") -> str:
 
 
 def cycle_line(c) -> str:
-    """One point in measurement ``cycles`` (tags rig, run, verdict; metrics as fields)."""
+    """One point in measurement ``cycles``: tags rig and run; verdict and metrics are fields.
+
+    The verdict is a field, not a tag: a cycle judged again (its cycle time arrives with
+    the next blow) has the same series and timestamp, so it overwrites its point instead
+    of becoming a second one in another ``verdict=`` series.
+    """
     fields: dict[str, float | int | str] = {k: float(v) for k, v in c.metrics.items() if v is not None}
-    fields.update(cycle_no=int(c.cycle_no), version=c.version, samples_sha256=c.samples_sha256,
-                  reasons="; ".join(c.reasons))
+    fields.update(cycle_no=int(c.cycle_no), verdict=c.verdict, version=c.version,
+                  samples_sha256=c.samples_sha256, reasons="; ".join(c.reasons))
     for k, v in getattr(c, "info", {}).items():
         fields.setdefault(k, v if isinstance(v, str) else float(v))
     text = ",".join(f"{escape_tag(k)}={val}" for k, v in fields.items()
                     if (val := _field_value(v)) is not None)
-    return f"{series_key('cycles', {'rig': c.rig, 'run': c.run, 'verdict': c.verdict})} {text} {c.t_ns}"
+    return f"{series_key('cycles', {'rig': c.rig, 'run': c.run})} {text} {c.t_ns}"

@@ -138,16 +138,25 @@ def test_qa_gets_cycles_curve_and_plot(api):
     page = api.http.get(f"/api/runs/{api.run_id}/cycles", params={"limit": 1}, headers=h).json()
     assert page["total"] >= 2 and len(page["cycles"]) == 1
     c = api.http.get(f"/api/cycles/{api.cycle_id}", headers=h).json()
-    assert c["run"] == api.run_id and c["version"] == "press-1.0" and len(c["samples_sha256"]) == 64
+    assert c["run"] == api.run_id and c["version"] == "press-1.1" and len(c["samples_sha256"]) == 64
     assert 85_000 < c["metrics"]["peak_force_kN"] < 105_000 and c["verdict"] in ("ok", "nok")
-    influx = api.http.get(f"/api/cycles/{api.cycle_id}/curve", headers=h)
-    assert influx.headers["x-source"] == "influxdb"
+    # by default the curve is the archive: what was analysed, hashing to the cycle's samples_sha256
+    default = api.http.get(f"/api/cycles/{api.cycle_id}/curve", headers=h)
+    assert default.headers["x-source"] == "archive" and default.headers["x-samples-sha256-match"] == "true"
     archive = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"source": "archive"}, headers=h)
+    assert archive.content == default.content
     a = archive.json()
     t = np.array(a["t_ns"], dtype=np.int64)
     chans = {k: np.array(v, dtype=float) for k, v in a["channels"].items()}
     assert samples_hash((t - t[0]) / 1e9, chans) == c["samples_sha256"]  # the archive is what was analysed
+    assert archive.headers["x-samples-sha256"] == c["samples_sha256"] and a["samples_sha256_match"] is True
+    # InfluxDB's copy is not what was hashed, and says so
+    influx = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"source": "influxdb"}, headers=h)
+    assert influx.headers["x-source"] == "influxdb" and influx.headers["x-samples-sha256-match"] == "false"
     i = influx.json()
+    ti = np.array(i["t_ns"], dtype=np.int64)
+    served = samples_hash((ti - ti[0]) / 1e9, {k: np.array(v, dtype=float) for k, v in i["channels"].items()})
+    assert influx.headers["x-samples-sha256"] == served != c["samples_sha256"]
     assert max(i["channels"]["force"]) == pytest.approx(c["metrics"]["peak_force_kN"], rel=1e-6)
     assert len(i["t_ns"]) >= len(a["t_ns"]) - 5
     csv_text = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"format": "csv"}, headers=h).text
@@ -168,7 +177,7 @@ def test_certification_report_pdf_json_csv(api):
     pdf = api.http.get(f"/api/runs/{api.run_id}/report", params={"format": "pdf"}, headers=h)
     assert pdf.headers["content-type"] == "application/pdf"
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
-    for field in ("CRK-4411/B", "H23-0917", "DIE-A113", "Zoë O'Neil", "press-01", "press-1.0",
+    for field in ("CRK-4411/B", "H23-0917", "DIE-A113", "Zoë O'Neil", "press-01", "press-1.1",
                   "Cpk", "Nelson", "Signature", "Overall verdict"):
         assert field in text, field
     assert j["certificate_number"] in text
@@ -228,6 +237,7 @@ def test_curve_falls_back_to_the_archive_after_retention(api, influxd):
     assert r.status_code == 200, r.text
     curve = api.http.get(f"/api/cycles/{api.cycle_id}/curve", headers=h)
     assert curve.status_code == 200 and curve.headers["x-source"] == "archive"
+    assert curve.headers["x-samples-sha256"] == row["samples_sha256"]
     strict = api.http.get(f"/api/cycles/{api.cycle_id}/curve", params={"source": "influxdb"}, headers=h)
     assert strict.status_code == 404 and "retention" in strict.json()["detail"]
     assert api.http.get(f"/api/cycles/{api.cycle_id}/plot.png", headers=h).status_code == 200
