@@ -40,8 +40,9 @@ bind-address = "127.0.0.1:{rpc_port}"
 [http]
   enabled = true
   bind-address = "{host}:{port}"
+  auth-enabled = {auth_enabled}
   log-enabled = false
-  max-body-size = 0
+  max-body-size = {max_body_size}
 
 [monitor]
   store-enabled = false
@@ -100,14 +101,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ManagedInfluxd:
-    """An ``influxd`` child process with its data under ``data_dir``."""
+    """An ``influxd`` child process with its data under ``data_dir``.
+
+    ``auth_enabled`` turns on HTTP authentication (``/ping`` still answers without
+    credentials; the first user must be an admin, created without credentials).
+    ``max_body_size`` bounds a write request's body in bytes (0: unlimited); larger
+    writes are answered 413.
+    """
 
     def __init__(self, data_dir: str | Path, host: str = "127.0.0.1", port: int = 8086,
-                 binary: str = "influxd"):
+                 binary: str = "influxd", auth_enabled: bool = False, max_body_size: int = 0):
         self.data_dir = Path(data_dir)
         self.host, self.port = host, port
         self.binary = binary
+        self.auth_enabled = auth_enabled
+        self.max_body_size = max_body_size
         self.proc: subprocess.Popen | None = None
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -153,13 +163,16 @@ class ManagedInfluxd:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "influxd.conf"
         conf.write_text(_CONFIG.format(dir=self.data_dir.resolve(), host=self.host, port=self.port,
-                                       rpc_port=free_port()))
+                                       rpc_port=free_port(),
+                                       auth_enabled="true" if self.auth_enabled else "false",
+                                       max_body_size=int(self.max_body_size)))
         logfile = (self.data_dir / "influxd.log").open("ab")
         self.proc = subprocess.Popen([exe, "-config", str(conf)], stdout=logfile,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      preexec_fn=_child_setup)
         logfile.close()
         self.pidfile.write_text(str(self.proc.pid))
+        self.paused = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         async with httpx.AsyncClient(timeout=1.0) as http:
@@ -177,11 +190,40 @@ class ManagedInfluxd:
         self.stop()
         raise RuntimeError(f"influxd did not answer /ping within {timeout_s:g} s")
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("influxd is not running")
+        self.proc.send_signal(sig)
+
+    def pause(self) -> None:
+        """Freeze influxd (SIGSTOP): it keeps its port, accepts connections, answers nothing."""
+        self._signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Let a paused influxd go on (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+        self.paused = False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the data dir stays, so :meth:`start` restarts on the same data."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self.paused = False
+        with contextlib.suppress(OSError):
+            self.pidfile.unlink()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM (after SIGCONT if paused), then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            if self.paused:  # a stopped process only acts on SIGTERM once it runs again
+                self.proc.send_signal(signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(timeout_s)
@@ -189,5 +231,6 @@ class ManagedInfluxd:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        self.paused = False
         with contextlib.suppress(OSError):
             self.pidfile.unlink()

@@ -12,6 +12,11 @@ from daq.influxd import ManagedInfluxd, free_port
 from daq.storage.influx_v1 import InfluxV1Client
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fault_matrix: a row of the storage fault matrix (issue 11), "
+                                       "each with its own influxd")
+
+
 @pytest.fixture(scope="session")
 def influxd(tmp_path_factory):
     if shutil.which("influxd") is None:
