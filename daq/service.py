@@ -25,6 +25,7 @@ from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.keys import KeyStore
 from daq.live import LatestValues, LiveFeed
+from daq.outbox import Outbox
 from daq.runs import RunManager
 from daq.simulators import build_simulator, device_path
 from daq.storage.influx_v1 import InfluxV1Client, masked_url
@@ -130,12 +131,13 @@ class Service:
         cat_cfg = self.settings.catalogue
         self.catalogue_writer = CatalogueWriter(
             self.catalogue, sub, int(cat_cfg.archive_max_mb * 1e6) if cat_cfg.archive_max_mb else None,
-            on_event=lambda kind, msg, level: self.bus.publish(Event(kind, msg, level=level)))
+            on_event=lambda kind, msg, level: self.bus.publish(Event(kind, msg, level=level)),
+            outbox=Outbox(self.settings.data_dir / "catalogue-outbox"))
         self.keys = KeyStore(self.catalogue)
         if not self.settings.catalogue.archive_samples:
             self.catalogue.archive = False
         for rig, tracker in self.trackers.items():
-            tracker.cycle_no = await self.catalogue_writer.call(self.catalogue.max_cycle_no, rig)
+            tracker.cycle_no = await self.catalogue_writer.call(self.catalogue_writer.max_cycle_no, rig)
         self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.run_tags,
                                self.trackers, self.rigs)
         await self.runs.restore()
@@ -265,6 +267,10 @@ class Service:
                                fields={"gap_s": gap_s,
                                        "last_heartbeat_ns": int(state.get("heartbeat_ns", 0))}))
         self._resume_counters = {k: int(v) for k, v in state.get("counters", {}).items()}
+        if self.writer is not None:  # a kill between a spool write and the state write
+            for dev, counter in self.writer.spool.last_counters().items():
+                if dev in self._resume_counters and counter > self._resume_counters[dev]:
+                    self._resume_counters[dev] = counter
 
     def _write_state(self, counters: dict[str, int] | None = None) -> None:
         """Heartbeat plus, per stream, the last sample counter that is safely on disk."""

@@ -55,6 +55,15 @@ def device_path(port: str, data_dir: Path) -> Path:
     return p if p.is_absolute() else data_dir / p
 
 
+def counter_origin_file(rig: Rig, data_dir: Path) -> Path:
+    """Where the rig's simulated instruments keep their sample counters' origin.
+
+    Shared by ``daq run`` and ``daq sim``: whichever runs the simulator, a restart
+    continues each stream's counter as a real instrument that kept running would.
+    """
+    return data_dir / "sim" / f"{rig.name}.json"
+
+
 def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimulator:
     """The rig's simulator: one model, a face per device, where the rig file says."""
     plcs, streams, rtus = [], [], []
@@ -75,11 +84,12 @@ def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimula
                             loop=rig.simulation.loop, idle_s=rig.simulation.pause_s)
         sim = SrmRigSimulator(srm_motor(p), srm_sequence(rig), rate, plcs, streams, rtus,
                               seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
-                              record=record, mech=mech, autostart=rig.simulation.autostart)
+                              record=record, mech=mech, autostart=rig.simulation.autostart,
+                              counter_file=counter_origin_file(rig, data_dir))
     else:
         sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams, rtus,
                                   seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
-                                  record=record)
+                                  record=record, counter_file=counter_origin_file(rig, data_dir))
     sim.faults.schedule = [Scheduled(f.device, f.kind, f.at_s, f.duration_s)
                            for f in rig.simulation.faults]
     return sim

@@ -26,11 +26,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# a sample line's measurement (unescaped names only: device names are identifiers) and counter
+_SAMPLE = re.compile(rb"^([A-Za-z0-9_.-]+),[^\n]*?[ ,]sample=(\d+)i[ \n]", re.M)
 
 
 @dataclass
@@ -248,6 +252,27 @@ class Spool:
                     self._unlink([Batch(b.seq, 0, 0, path=path)])
         log.info("spool: the disk takes batches again; nothing held in memory")
         self.disk_error = ""
+
+    def last_counters(self) -> dict[str, int]:
+        """Per measurement, the highest ``sample`` counter in the newest batch on disk.
+
+        The service state records the counters of each durable commit just after the
+        batch is on disk; a crash in between leaves the newest batch ahead of it.
+        """
+        with self._lock:
+            last = next((b for b in reversed(self.batches) if not b.in_memory), None)
+        if last is None:
+            return {}
+        try:
+            body = last.path.read_bytes()
+        except OSError:
+            return {}
+        out: dict[str, int] = {}
+        for m in _SAMPLE.finditer(body):
+            name, value = m.group(1).decode(errors="replace"), int(m.group(2))
+            if value > out.get(name, -1):
+                out[name] = value
+        return out
 
     def oldest(self) -> Batch | None:
         """The next batch to send."""

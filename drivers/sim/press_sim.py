@@ -14,13 +14,22 @@ amplifier's stream. The model runs on the rig's own clock, which can be set off 
 host clock by ``clock_ppm`` as a real crystal is; the service corrects for it.
 
 Faults can be switched on per device (see :mod:`drivers.sim.faults`).
+
+A real streaming instrument keeps counting samples while nobody listens: the host
+service may crash and restart, the instrument does not. Given a ``counter_file``, the
+simulator keeps there the wall-clock origin of each stream's sample counter (written
+once, at the first start) and every later start begins the counter where the
+instrument would be by now, ``round((now − origin) · rate)`` on the rig's clock. Only
+the numbering moves; the model itself starts afresh as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +90,7 @@ class _StreamOut:
         self.link = PtyLink(face.link, fifo_bytes=max(256 * 1024, int(2 * face.rate_hz * 64)))
         self.codec = FrameCodec(face.channels) if face.format == "binary" else LineCodec(face.channels)
         self.every = steps_per_sample
+        self.offset = 0  # the instrument's counter at the model's step 0
         self.sent = 0  # samples handed to the pty
         self._frozen: dict | None = None
 
@@ -93,7 +103,7 @@ class _StreamOut:
         pick = steps % self.every == 0
         if not pick.any():
             return
-        seq = steps[pick] // self.every
+        seq = (steps[pick] // self.every + self.offset) & 0xFFFFFFFF  # a uint32 counter: it wraps
         values = {c.name: sample[c.name][pick] for c in self.face.channels}
         if faults.active(self.face.name, "stuck"):
             if self._frozen is None:
@@ -113,19 +123,63 @@ class _StreamOut:
         self.sent += len(seq)
 
 
+def counter_origins(path: Path, rates_hz: dict[str, float], now_ns: int) -> dict[str, int]:
+    """Wall-clock origin (ns since the epoch) of each stream's sample counter, kept in ``path``.
+
+    A stream without an origin yet (or whose rate changed: an instrument reconfigured,
+    or whose origin lies in the future: the host clock was set back) gets ``now_ns``;
+    the file is then rewritten atomically.
+    """
+    try:
+        kept = json.loads(path.read_text()).get("streams", {})
+        if not isinstance(kept, dict):
+            raise ValueError("'streams' is not a table")
+    except FileNotFoundError:
+        kept = {}
+    except (OSError, ValueError, AttributeError) as e:
+        log.warning("%s unreadable (%s): the simulated instruments' counters start from 0", path, e)
+        kept = {}
+    origins: dict[str, int] = {}
+    changed = False
+    for name, rate in rates_hz.items():
+        entry = kept.get(name)
+        try:
+            origin, same_rate = int(entry["origin_ns"]), float(entry["rate_hz"]) == float(rate)
+        except (TypeError, KeyError, ValueError):
+            origin, same_rate = None, False
+        if origin is None or not same_rate or origin > now_ns:
+            origin = now_ns
+            kept[name] = {"origin_ns": origin, "rate_hz": float(rate)}
+            changed = True
+        origins[name] = origin
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"streams": kept}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    return origins
+
+
 class RigSimulator:
     """Runs a model in (rig-clock) real time and serves it on every face.
 
     With ``record=True`` every published register image is kept in ``history``
     (plc_tick → values) so tests can compare what was acquired with what was shown.
+    With a ``counter_file`` the stream instruments' sample counters run on across
+    restarts of the simulator, as a real instrument's do across restarts of its host
+    (see the module docstring); without one every start counts from 0.
     """
 
     task_name = "rig-sim"
 
     def __init__(self, model, plcs: list[PlcFace] = (), streams: list[StreamFace] = (),
                  rtus: list[RtuFace] = (), seed: int = 1, scan_s: float = 0.005,
-                 clock_ppm: float = 0.0, record: bool = False):
+                 clock_ppm: float = 0.0, record: bool = False, counter_file: Path | None = None):
         self.model = model
+        self.counter_file = counter_file
         self._prepared = False
         self.rng = np.random.default_rng(seed + 1000)
         self.faults = FaultBoard()
@@ -208,6 +262,24 @@ class RigSimulator:
         if self.history is not None:
             self.history[values["plc_tick"]] = values
 
+    def continue_counters(self, now_ns: int | None = None) -> None:
+        """Number the next samples where each instrument's counter is at ``now_ns`` (rig clock).
+
+        Called by :meth:`start`; ``now_ns`` (wall clock, default now) is for tests.
+        """
+        if self.counter_file is None or not self.streams:
+            return
+        now = time.time_ns() if now_ns is None else now_ns
+        origins = counter_origins(self.counter_file, {n: o.face.rate_hz for n, o in self.streams.items()},
+                                  now)
+        for name, out in self.streams.items():
+            due = round((now - origins[name]) * 1e-9 * out.face.rate_hz * (1.0 + self.clock_ppm * 1e-6))
+            next_sample = -(-self.model.step_count // out.every)  # the model's next picked step / every
+            out.offset = due - next_sample
+            if due:
+                log.info("%s: sample counter continues at %d (%.1f s after its origin)", name, due,
+                         (now - origins[name]) / 1e9)
+
     def _advance(self, n: int) -> None:
         first = self.model.step_count
         self._publish(first, self.model.advance(n))
@@ -262,6 +334,7 @@ class RigSimulator:
     async def start(self) -> None:
         """Publish the first image, open every face, start the model clock."""
         await self.prepare()
+        self.continue_counters()
         self._advance(self._steps_per_ms)
         started: list = []
         try:
@@ -306,10 +379,10 @@ class ScrewPressSimulator(RigSimulator):
     def __init__(self, params: PressParameters, plcs: list[PlcFace] = (),
                  streams: list[StreamFace] = (), rtus: list[RtuFace] = (), seed: int = 1,
                  scan_s: float = 0.005, clock_ppm: float = 0.0, record: bool = False,
-                 recipe: str = "DIE-A113"):
+                 recipe: str = "DIE-A113", counter_file: Path | None = None):
         self.recipe = recipe
         super().__init__(ScrewPressModel(params, seed=seed), plcs, streams, rtus, seed, scan_s,
-                         clock_ppm, record)
+                         clock_ppm, record, counter_file)
 
     def _register_values(self, values: dict) -> dict:
         m = self.model

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 from drivers.sim.press_sim import PlcFace, RigSimulator, RtuFace, StreamFace
 from drivers.sim.srm import SrmMotor
@@ -25,9 +26,10 @@ class SrmRigSimulator(RigSimulator):
     def __init__(self, motor: SrmMotor, sequence: list[SeqStep], rate_hz: float,
                  plcs: list[PlcFace] = (), streams: list[StreamFace] = (), rtus: list[RtuFace] = (),
                  seed: int = 1, clock_ppm: float = 0.0, record: bool = False,
-                 mech: RigMechanics | None = None, autostart: bool = True):
+                 mech: RigMechanics | None = None, autostart: bool = True,
+                 counter_file: Path | None = None):
         model = SrmRigModel(motor, sequence, rate_hz, mech, seed=seed, autostart=autostart)
-        super().__init__(model, plcs, streams, rtus, seed, 0.005, clock_ppm, record)
+        super().__init__(model, plcs, streams, rtus, seed, 0.005, clock_ppm, record, counter_file)
         self._commands = {}
         for faces in (plcs, rtus):
             for face in faces:

@@ -120,3 +120,13 @@ async def test_rejected_batch_is_kept_aside_and_reported(tmp_path):
     assert w.stats.rejected_lines == 1
     assert any("storage_rejected" in ln for ln in _lines(client))
     assert len([ln for ln in _lines(client) if ln.startswith("dev,")]) == 5
+
+
+def test_the_newest_batch_tells_the_last_counter_a_crash_left_unrecorded(tmp_path):
+    s = Spool(tmp_path, max_bytes=10_000)
+    s.append(b"amp,rig=p f=1.5,sample=10i 1000\n", 1)
+    s.append(b"amp,rig=p f=1.5,sample=11i 1001\namp,rig=p f=1.5,sample=12i 1002\n"
+             b'events,kind=x message="amp,rig=p sample=99i " 5\nplc,rig=p x=1i 7\n', 4)
+    # only the newest batch counts (sample=10 is older); "events" may show up (a quoted line),
+    # the service looks up stream devices only
+    assert Spool(tmp_path, max_bytes=10_000).last_counters()["amp"] == 12
