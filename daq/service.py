@@ -368,7 +368,9 @@ class Service:
             self.writer is None or self.writer.healthy) and (
             self.catalogue_writer is None or not self.catalogue_writer.last_error)
         return {
-            "status": "ok" if ok else "degraded",
+            # unhealthy: samples are only in memory (the spool's disk refuses them)
+            "status": "unhealthy" if self.writer is not None and self.writer.state == "unhealthy"
+            else "ok" if ok else "degraded",
             "version": __version__,
             "devices": devices,
             "storage": storage,

@@ -274,6 +274,17 @@ class Spool:
                 out[name] = value
         return out
 
+    def head(self, max_bytes: int) -> list[Batch]:
+        """The oldest batches whose sizes add up to at most ``max_bytes`` (at least one)."""
+        out, total = [], 0
+        with self._lock:
+            for b in self.batches:
+                if out and total + b.size > max_bytes:
+                    break
+                out.append(b)
+                total += b.size
+        return out
+
     def oldest(self) -> Batch | None:
         """The next batch to send."""
         return self.batches[0] if self.batches else None

@@ -130,6 +130,9 @@ class StorageWriter:
         self.supervisor = supervisor or Supervisor()
         self._buf: list[bytes] = []
         self._buf_lines = 0
+        self._buf_bytes = 0
+        self.commit_max_bytes = 4 * 1024 * 1024  # commit early when this much has gathered
+        self._commit_now = asyncio.Event()
         self._buf_counts: dict[str, int] = {}  # sample lines per device in the buffer
         self._buf_reports: dict[str, int] = {}  # lines the buffer's data_lost events report, per device
         self.samples_by_device: dict[str, int] = {}
@@ -143,6 +146,8 @@ class StorageWriter:
         self._spool_fault_since = (0, "")
         self._need_database = True
         self._max_body: int | None = None  # learnt from 413s
+        self.send_max_bytes = 2 * 1024 * 1024  # per request: a backlog goes in pieces this size
+        self.send_concurrency = 2  # requests in flight while a backlog drains
         self._bus_lost_seen: dict[str, int] = {}
         self._bus_other_seen = 0
         self._committed = asyncio.Event()
@@ -169,6 +174,9 @@ class StorageWriter:
     def _add(self, body: bytes, lines: int) -> None:
         self._buf.append(body)
         self._buf_lines += lines
+        self._buf_bytes += len(body)
+        if self._buf_bytes >= self.commit_max_bytes:
+            self._commit_now.set()  # a burst (catch-up after a stall): commit it without waiting
 
     def _take(self, item) -> None:
         try:
@@ -236,8 +244,12 @@ class StorageWriter:
     async def _consume(self) -> None:
         while True:
             self._take(await self.sub.get())
+            taken = 1
             while (more := self.sub.get_nowait()) is not None:
                 self._take(more)
+                taken += 1
+                if taken % 64 == 0:
+                    await asyncio.sleep(0)  # a long backlog: let commit and send run meanwhile
             self._check_bus_losses()
 
     # -- spool -------------------------------------------------------------------------
@@ -257,6 +269,7 @@ class StorageWriter:
             return
         chunks, lines, counts, reports = self._buf, self._buf_lines, self._buf_counts, self._buf_reports
         self._buf, self._buf_lines, self._buf_counts, self._buf_reports = [], 0, {}, {}
+        self._buf_bytes = 0
         counters = dict(self._taken_counters)
 
         def durable() -> list[SpoolLoss]:
@@ -282,6 +295,7 @@ class StorageWriter:
             # not taken: put it back in front of what arrived meanwhile, for the next commit
             self._buf[:0] = chunks
             self._buf_lines += lines
+            self._buf_bytes += sum(len(c) for c in chunks)
             for mine, theirs in ((self._buf_counts, counts), (self._buf_reports, reports)):
                 for dev, n in theirs.items():
                     mine[dev] = mine.get(dev, 0) + n
@@ -322,7 +336,10 @@ class StorageWriter:
 
     async def _commit_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.commit_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.commit_interval_s):
+                    await self._commit_now.wait()
+            self._commit_now.clear()
             await self.commit()
 
     # -- output ------------------------------------------------------------------------
@@ -385,26 +402,46 @@ class StorageWriter:
             return await self._post(halves[0]) + await self._post(halves[1])
 
     async def _deliver(self, body: bytes) -> list[bytes]:
-        limit = self._max_body
-        pieces = _chunks(body, limit) if limit is not None and len(body) > limit else [body]
+        """Post ``body`` in pieces of at most ``send_max_bytes`` (or what a 413 taught), two at a time.
+
+        Returns the lines InfluxDB will never accept; raises the first retryable error
+        (pieces already stored are then sent again with the rest: harmless).
+        """
+        limit = min(self.send_max_bytes, self._max_body or self.send_max_bytes)
+        pieces = _chunks(body, limit) if len(body) > limit else [body]
+        if len(pieces) == 1:
+            return await self._post(body)
+        gate = asyncio.Semaphore(self.send_concurrency)
+
+        async def one(piece: bytes) -> list[bytes]:
+            async with gate:
+                return await self._post(piece)
+
+        results = await asyncio.gather(*(one(p) for p in pieces), return_exceptions=True)
         bad: list[bytes] = []
-        for piece in pieces:
-            bad += await self._post(piece)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            bad += r
         return bad
 
     async def _send_once(self) -> bool:
-        """Send the oldest spooled batch; False when InfluxDB could not take it (retry later)."""
+        """Send the oldest spooled batches; False when InfluxDB could not take them (retry later).
+
+        Several small batches (a backlog after an outage) go in one request of up to
+        ``send_max_bytes``.
+        """
         if not await self._ensure_database():
             return False
-        batch = self.spool.oldest()
-        if batch is None:
+        batches = self.spool.head(self.send_max_bytes)
+        if not batches:
             return True
         try:
-            body = await asyncio.to_thread(self.spool.read, batch)
+            body = await asyncio.to_thread(lambda: b"".join(self.spool.read(b) for b in batches))
         except OSError as e:
-            if batch not in self.spool.batches:  # the bound deleted it meanwhile
+            if any(b not in self.spool.batches for b in batches):  # the bound deleted one meanwhile
                 return True
-            self.stats.last_error = f"cannot read spool batch {batch.path}: {e}"
+            self.stats.last_error = f"cannot read the spool batches from {batches[0].path}: {e}"
             log.error("storage: %s", self.stats.last_error)
             return False
         t0 = time.perf_counter()
@@ -415,10 +452,11 @@ class StorageWriter:
             return False
         dt = time.perf_counter() - t0
         if bad:
-            self._set_aside(batch, bad)
-        self.spool.remove(batch)
-        self.stats.lines_written += batch.lines - len(bad)
-        self.stats.batches_written += 1
+            self._set_aside(batches[0], bad)
+        for b in batches:
+            self.spool.remove(b)
+        self.stats.lines_written += sum(b.lines for b in batches) - len(bad)
+        self.stats.batches_written += len(batches)
         self.stats.last_write_ns = time.time_ns()
         self.stats.last_latency_s = dt
         self.stats.write_seconds_total += dt
