@@ -278,3 +278,54 @@ async def test_a_commit_that_raises_keeps_its_lines_for_the_next(tmp_path):
     await _settle(w)
     await w.stop()
     assert len(set(_samples(client.stored))) == 100 and w.supervisor.status["storage-commit"].restarts == 1
+
+
+async def test_v1_credentials_travel_as_basic_auth_and_urls_are_masked():
+    import base64
+
+    import httpx
+
+    from daq.storage.influx_v1 import InfluxV1Client, masked_url
+
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    client = InfluxV1Client("http://influx.example:8086", "db", "rigdaq", "s3cret")
+    client._http._transport = httpx.MockTransport(handler)
+    await client.write(b"m x=1 1\n")
+    [req] = seen
+    assert "s3cret" not in str(req.url) and set(req.url.params.keys()) == {"db", "precision"}
+    assert req.headers["authorization"] == "Basic " + base64.b64encode(b"rigdaq:s3cret").decode()
+    assert masked_url("http://rigdaq:s3cret@influx:8086/x") == "http://***@influx:8086/x"
+    assert masked_url("http://influx:8086") == "http://influx:8086"
+    down = InfluxV1Client("http://rigdaq:s3cret@127.0.0.1:1", "db")
+    try:
+        await down.write(b"m x=1 1\n")
+    except Exception as e:
+        assert "s3cret" not in str(e) and "***@127.0.0.1:1" in str(e)
+        assert e.kind == "unreachable"
+    else:
+        raise AssertionError("port 1 answered")
+    await client.aclose()
+    await down.aclose()
+
+
+async def test_health_never_shows_influxdb_credentials(tmp_path):
+    from daq.influxd import free_port
+    from daq.service import Service
+    from tests.integration.helpers import press_settings
+
+    url = f"http://rigdaq:s3cret@127.0.0.1:{free_port()}"  # nobody listens: the error names the URL too
+    service = Service(press_settings(tmp_path, url, "db", timeout_s=0.5), simulate=False)
+    await service._start_storage()
+    await asyncio.sleep(0.5)
+    health = service.health()
+    await service.writer.stop(drain_timeout_s=0)
+    await service.client.aclose()
+    text = str(health)
+    assert "s3cret" not in text and "rigdaq:" not in text
+    assert health["storage"]["note"] == f"InfluxDB at http://***@{url.split('@')[1]}"
+    assert health["storage"]["state"] == "degraded" and "***@127.0.0.1" in health["storage"]["fault"]
