@@ -1,6 +1,6 @@
 """Analysis speed: a press blow (2 s, 10 kHz, 6 ch) and an SRM step (2 s, 20 kHz, 11 ch); real-time factors.
 
-python bench/analysis.py [--rounds 50]
+python -m bench.analysis [--rounds 50]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """API under load: 50 live-feed clients, and GET /api/runs/{id}/cycles against a bare route.
 
-python bench/api.py [--clients 50] [--seconds 30]
+python -m bench.api [--clients 50] [--seconds 30]
 
 1. The simulated press runs in this process (service + API, managed influxd if installed).
    For ``--seconds`` without clients, then ``--seconds`` with ``--clients`` WebSocket

@@ -1,9 +1,19 @@
-"""Line-protocol serialisation: rigdaq's columnar serialiser vs influxdb-client's Point path.
+"""Line-protocol serialisation: rigdaq's columnar serialiser vs influxdb-client's Point and DataFrame paths.
 
-The same block for both: the press amplifier's shape (6 float channels and the integer
-sample counter, tags rig and run, nanosecond timestamps), N points.
+The same block for all three: the press amplifier's shape (6 float channels and the
+integer sample counter, tags rig and run, nanosecond timestamps), N points.
 
-    python bench/line_protocol.py [--points 200000]
+* Point: one ``Point`` per sample, ``to_line_protocol()``, lines joined.
+* DataFrame: influxdb-client's fastest path, the serializer ``write_api.write()`` uses
+  for a pandas DataFrame (``data_frame_to_list_of_points``): the block's columns in a
+  DataFrame indexed by the nanosecond timestamps, the tags as default tags
+  (``PointSettings``), lines joined. Building the DataFrame is timed with it.
+
+All outputs are checked to hold the same points: as many lines, and line by line the
+same series, field values (a float compared as a number: ``13040.0`` is ``13040``) and
+timestamp. The ratio against the DataFrame path is the last ``ratio`` line.
+
+    python -m bench.line_protocol [--points 200000]
 """
 
 from __future__ import annotations
@@ -12,10 +22,16 @@ import argparse
 import time
 
 import numpy as np
+import pandas as pd
 from influxdb_client import Point, WritePrecision
+from influxdb_client.client.write.dataframe_serializer import data_frame_to_list_of_points
+from influxdb_client.client.write_api import PointSettings
 
 from daq.storage.lineproto import block_bytes
 from drivers.block import Block
+
+MEASUREMENT = "press01_amp"
+TAGS = {"rig": "press-01", "run": "R-0042"}
 
 
 def make_block(n: int) -> Block:
@@ -24,11 +40,11 @@ def make_block(n: int) -> Block:
     chans = {name: rng.normal(0, 1e4, n).astype(np.float32).astype(np.float64)
              for name in ("force", "force_1", "force_2", "force_3", "force_4", "position")}
     chans["sample"] = np.arange(n, dtype=np.int64)
-    return Block("press01_amp", t, chans)
+    return Block(MEASUREMENT, t, chans)
 
 
 def ours(block: Block) -> bytes:
-    body, _, _ = block_bytes("press01_amp", {"rig": "press-01", "run": "R-0042"}, block)
+    body, _, _ = block_bytes(MEASUREMENT, TAGS, block)
     return body
 
 
@@ -38,15 +54,22 @@ def point_path(block: Block) -> bytes:
     times = block.t_ns.tolist()
     lines = []
     for i, t in enumerate(times):
-        p = Point("press01_amp").tag("rig", "press-01").tag("run", "R-0042").time(t, WritePrecision.NS)
+        p = Point(MEASUREMENT).tag("rig", TAGS["rig"]).tag("run", TAGS["run"]).time(t, WritePrecision.NS)
         for k, col in zip(names, cols, strict=True):
             p = p.field(k, col[i])
         lines.append(p.to_line_protocol())
     return ("\n".join(lines) + "\n").encode()
 
 
+def dataframe_path(block: Block) -> bytes:
+    frame = pd.DataFrame(block.channels, index=pd.DatetimeIndex(block.t_ns, tz="UTC"))
+    lines = data_frame_to_list_of_points(frame, PointSettings(**TAGS), WritePrecision.NS,
+                                         data_frame_measurement_name=MEASUREMENT)
+    return ("\n".join(lines) + "\n").encode()
+
+
 def normalise(body: bytes) -> list:
-    """Lines as (key, {field: value}, time); 13040.0 and 13040 are the same float."""
+    """Lines as (key, {field: value}, time), in order; 13040.0 and 13040 are the same float."""
     out = []
     for line in body.decode().splitlines():
         key, fields, t = line.split(" ")
@@ -55,15 +78,19 @@ def normalise(body: bytes) -> list:
             k, v = kv.split("=")
             parsed[k] = ("i", int(v[:-1])) if v.endswith("i") else ("f", float(v))
         out.append((key, parsed, int(t)))
-    return sorted(out, key=lambda x: x[2])
+    return out
 
 
-def rate(fn, block: Block, rounds: int) -> tuple[float, bytes]:
-    best, out = 0.0, b""
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        out = fn(block)
-        best = max(best, len(block) / (time.perf_counter() - t0))
+def rates(fns: dict, block: Block, rounds: dict[str, int]) -> tuple[dict[str, float], dict[str, bytes]]:
+    """Best points/s of each path over its rounds, the paths taking turns; and each output."""
+    best = dict.fromkeys(fns, 0.0)
+    out: dict[str, bytes] = {}
+    for r in range(max(rounds.values())):
+        for name, fn in fns.items():
+            if r < rounds[name]:
+                t0 = time.perf_counter()
+                out[name] = fn(block)
+                best[name] = max(best[name], len(block) / (time.perf_counter() - t0))
     return best, out
 
 
@@ -72,13 +99,18 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=200_000)
     a = ap.parse_args()
     block = make_block(a.points)
-    r_ours, body = rate(ours, block, 5)
-    r_peer, peer = rate(point_path, block, 2)
-    assert normalise(body) == normalise(peer), "outputs differ"
-    print(f"{a.points} points × 7 fields (6 float, 1 int), 2 tags; same points checked")
-    print(f"rigdaq block_bytes      : {r_ours:12,.0f} points/s")
-    print(f"influxdb-client Point   : {r_peer:12,.0f} points/s")
-    print(f"ratio: {r_ours / r_peer:.1f}x   target >= 10x")
+    fns = {"ours": ours, "point": point_path, "frame": dataframe_path}
+    r, out = rates(fns, block, {"ours": 7, "point": 2, "frame": 5})
+    points = normalise(out["ours"])
+    assert len(points) == a.points, "rigdaq: wrong line count"
+    for name in ("point", "frame"):
+        assert normalise(out[name]) == points, f"{name}: outputs differ"
+    print(f"{a.points} points × 7 fields (6 float, 1 int), 2 tags; same points in all three checked")
+    print(f"rigdaq block_bytes           : {r['ours']:12,.0f} points/s")
+    print(f"influxdb-client Point        : {r['point']:12,.0f} points/s")
+    print(f"influxdb-client DataFrame    : {r['frame']:12,.0f} points/s")
+    print(f"ratio vs Point               : {r['ours'] / r['point']:6.1f}x")
+    print(f"ratio vs DataFrame           : {r['ours'] / r['frame']:6.1f}x   target >= 10x")
 
 
 if __name__ == "__main__":

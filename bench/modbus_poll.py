@@ -6,7 +6,7 @@ process, so the server does not share the client's core). Ours also decodes them
 columnar blocks on the bus; the plain loop only gets the list of ints back.
 Runs alternate (peer, ours, peer, ours, …) and the best of each is compared.
 
-    python bench/modbus_poll.py [--seconds 3] [--rounds 3]
+    python -m bench.modbus_poll [--seconds 3] [--rounds 3]
 """
 
 from __future__ import annotations

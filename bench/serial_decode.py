@@ -5,7 +5,7 @@ a little line noise spliced in. The per-frame peer does what a decoder must: fin
 sync word, check the CRC (pymodbus' CRC-16/MODBUS routine) and struct.unpack the
 values. A second peer line skips the CRC check, as an upper bound for any loop.
 
-    python bench/serial_decode.py [--frames 200000] [--channels 11]
+    python -m bench.serial_decode [--frames 200000] [--channels 11]
 """
 
 from __future__ import annotations

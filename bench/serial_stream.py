@@ -6,7 +6,7 @@ end with rigdaq's stream acquisition (bulk reads, vectorised decode, counter unw
 drift-corrected timestamps, blocks on the bus) and reports lost frames and the CPU
 seconds it spent per second of data.
 
-    python bench/serial_stream.py [--seconds 60] [--rate 20000]
+    python -m bench.serial_stream [--seconds 60] [--rate 20000]
 """
 
 from __future__ import annotations

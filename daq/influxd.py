@@ -207,11 +207,12 @@ class ManagedInfluxd:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; the data dir stays, so :meth:`start` restarts on the same data."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
         self.proc = None
         self.paused = False
         with contextlib.suppress(OSError):
@@ -230,7 +231,4 @@ class ManagedInfluxd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc = None
-        self.paused = False
-        with contextlib.suppress(OSError):
-            self.pidfile.unlink()
+        self._forget()

@@ -15,9 +15,10 @@ by the caller). Integers carry the ``i`` suffix, bools are ``true``/``false``.
 
 The fast path (numeric blocks, every value present) never makes a Python object per
 value: orjson prints each column as one JSON array (shortest round-trip floats), numpy
-finds where every number starts and ends, and one gather over the bytes interleaves
-the series key, field names, values and timestamps into the final lines. Rows with a
-missing value and blocks with string channels take the per-line path.
+finds where every number starts and ends and so where each line and each value will
+be, and each column is placed into all the lines with one copy of one element per
+value. Rows with a missing value and blocks with string channels take the per-line
+path.
 """
 
 from __future__ import annotations
@@ -104,67 +105,90 @@ def _column_text(key: str, arr: np.ndarray, valid: np.ndarray | None) -> list[st
 
 
 _OPT = orjson.OPT_SERIALIZE_NUMPY
-_CHUNK = 2048  # rows per gather: the index stays in cache
+_CHUNK = 8192  # lines per pass: that part of the output stays in cache while each column is placed
+
+
+def _widest(dtype: np.dtype) -> int:
+    """The most characters orjson prints for one value of ``dtype``."""
+    if dtype.kind == "f":
+        return 24  # -2.2250738585072014e-308
+    if dtype.kind == "b":
+        return 5  # false
+    info = np.iinfo(dtype)
+    return max(len(str(info.min)), len(str(info.max)))
+
+
+def _windows(buf: np.ndarray, width: int) -> np.ndarray:
+    """A view of ``buf`` whose element i is the ``width`` bytes from byte i on."""
+    return np.ndarray((len(buf) - width + 1,), dtype=f"V{width}", buffer=buf, strides=(1,))
 
 
 def _tokens(arr: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray]:
     """A column printed once, and where each value starts and how long it is."""
     text = orjson.dumps(np.ascontiguousarray(arr), option=_OPT)
-    buf = np.frombuffer(text, dtype=np.uint8)
-    commas = np.flatnonzero(buf == 44)  # ','
-    starts = np.concatenate(([1], commas + 1))
-    ends = np.concatenate((commas, [len(text) - 1]))
-    return text, starts, ends - starts
+    commas = (np.frombuffer(text, dtype=np.uint8) == 44).nonzero()[0]  # ','
+    starts = np.empty(len(commas) + 1, dtype=np.intp)
+    starts[0] = 1
+    np.add(commas, 1, out=starts[1:])
+    lengths = np.empty_like(starts)
+    lengths[:-1] = commas
+    lengths[-1] = len(text) - 1  # ']'
+    lengths -= starts
+    return text, starts, lengths
 
 
 def _fast_lines(key: str, names: list[str], cols: list[np.ndarray], t_ns: np.ndarray) -> bytes:
-    """Line protocol for numeric columns with every value present, built by one gather."""
+    """Line protocol for numeric columns with every value present.
+
+    For each pass of ``_CHUNK`` lines, orjson prints every column, the value lengths
+    give where each line and each value starts, and each column is then placed in all
+    lines at once: the text before its values (series key and first field name, or the
+    previous value's suffix and the next field name), then the values, one copy of a
+    fixed-width element per value (never per byte). A value is copied at its column's
+    widest length; the bytes past its end fall on pieces of the same line that are
+    placed after it. Where they could reach into the next line, the column is copied
+    one value length at a time instead.
+    """
     k, n = len(names), len(t_ns)
     keys = [escape_tag(nm).encode() for nm in names]
-    consts = [key.encode() + b" " + keys[0] + b"="]
+    heads = [key.encode() + b" " + keys[0] + b"="]  # the text before each value
     for j, col in enumerate(cols):
         suffix = b"i" if col.dtype.kind in "iu" else b""
-        consts.append(suffix + (b"," + keys[j + 1] + b"=" if j + 1 < k else b" "))
-    consts.append(b"\n")
-    parts: list[bytes] = []
-    base = 0
-    const_at = []
-    for c in consts:
-        const_at.append(base)
-        parts.append(c)
-        base += len(c)
-    value_at, value_len = [], []
-    for col in [*cols, t_ns]:
-        text, starts, lengths = _tokens(col)
-        value_at.append(starts + base)
-        value_len.append(lengths)
-        parts.append(text)
-        base += len(text)
-    src = np.frombuffer(b"".join(parts), dtype=np.uint8)
-    pieces = 2 * k + 3  # key+name0, v0, sep1, v1, …, v(k-1), " ", t, "\n"
-    start = np.empty((n, pieces), dtype=np.int64)
-    length = np.empty((n, pieces), dtype=np.int64)
-    start[:, 0], length[:, 0] = const_at[0], len(consts[0])
-    for j in range(k):
-        start[:, 1 + 2 * j], length[:, 1 + 2 * j] = value_at[j], value_len[j]
-        start[:, 2 + 2 * j], length[:, 2 + 2 * j] = const_at[1 + j], len(consts[1 + j])
-    start[:, 2 * k + 1], length[:, 2 * k + 1] = value_at[k], value_len[k]
-    start[:, 2 * k + 2], length[:, 2 * k + 2] = const_at[k + 1], 1
-    start, length = start.ravel(), length.ravel()
-    # gather index: consecutive within a piece, jumping to the next piece's start
-    idx = np.ones(int(length.sum()), dtype=np.int32 if len(src) < 2**31 else np.int64)
-    ends = np.cumsum(length)
-    idx[0] = start[0]
-    idx[ends[:-1]] = start[1:] - (start[:-1] + length[:-1]) + 1
-    np.cumsum(idx, out=idx)
-    return src[idx].tobytes()
-
-
-def _fast_chunks(key: str, names: list[str], cols: list[np.ndarray], t_ns: np.ndarray) -> bytes:
-    """The fast path in chunks small enough for the gather index to stay in cache."""
-    step = _CHUNK
-    return b"".join(_fast_lines(key, names, [c[i:i + step] for c in cols], t_ns[i:i + step])
-                    for i in range(0, len(t_ns), step))
+        heads.append(suffix + (b"," + keys[j + 1] + b"=" if j + 1 < k else b" "))
+    values = [*cols, t_ns]
+    fixed = sum(map(len, heads)) + 1  # and "\n"
+    out = np.empty(n * (fixed + sum(_widest(v.dtype) for v in values)), dtype=np.uint8)
+    scratch = np.empty(min(n, _CHUNK) * 25 + 25, dtype=np.uint8)  # one column's text and room to overrun
+    end = 0
+    for r in range(0, n, _CHUNK):
+        tokens = [_tokens(v[r:r + _CHUNK]) for v in values]
+        line_len = np.full(len(tokens[0][1]), fixed, dtype=np.int64)
+        for _, _, lengths in tokens:
+            line_len += lengths
+        lows = [int(lengths.min()) for _, _, lengths in tokens]
+        highs = [int(lengths.max()) for _, _, lengths in tokens]
+        line_end = np.cumsum(line_len)
+        line_end += end
+        at = line_end - line_len  # where each line's next piece goes
+        rooms, room = [0] * (k + 1), 1  # bytes every line surely has after value j
+        for j in range(k, -1, -1):
+            rooms[j] = room
+            room += len(heads[j]) + lows[j]
+        for j, (text, starts, lengths) in enumerate(tokens):
+            _windows(out, len(heads[j]))[at] = np.void(heads[j])
+            at += len(heads[j])
+            scratch[:len(text)] = np.frombuffer(text, dtype=np.uint8)
+            lo, hi = lows[j], highs[j]
+            if hi - lo <= rooms[j]:
+                _windows(out, hi)[at] = _windows(scratch, hi)[starts]
+            else:
+                for width in range(lo, hi + 1):
+                    some = np.flatnonzero(lengths == width)
+                    _windows(out, width)[at[some]] = _windows(scratch, width)[starts[some]]
+            at += lengths
+        out[line_end - 1] = 10  # "\n"
+        end = int(line_end[-1])
+    return out[:end].tobytes()
 
 
 def block_bytes(measurement: str, tags: dict[str, str], block: Block) -> tuple[bytes, int, int]:
@@ -186,10 +210,10 @@ def block_bytes(measurement: str, tags: dict[str, str], block: Block) -> tuple[b
             clean &= block.valid[name]
     key = series_key(measurement, tags)
     if clean.all():
-        return _fast_chunks(key, names, cols, block.t_ns), n, 0
+        return _fast_lines(key, names, cols, block.t_ns), n, 0
     fast = b""
     if clean.any():
-        fast = _fast_chunks(key, names, [c[clean] for c in cols], block.t_ns[clean])
+        fast = _fast_lines(key, names, [c[clean] for c in cols], block.t_ns[clean])
     rest = ~clean
     dirty = Block(block.device, block.t_ns[rest], {nm: c[rest] for nm, c in zip(names, cols, strict=True)},
                   block.quality[rest],

@@ -238,40 +238,16 @@ async def test_fault_influxd_down_at_start(tmp_path):
         db.stop()
 
 
-async def test_fault_influxd_killed_and_restarted(tmp_path):
-    """Row "influxd killed and restarted": SIGKILL, 4 s down, restarted on the same data."""
+async def _influxd_fault(tmp_path, fault, **storage) -> None:
+    """Run the press for 3 s, apply ``fault(db)`` (a coroutine), settle, stop; then the accounts."""
     db = await started(tmp_path)
     try:
-        service = Service(press_settings(tmp_path, db.url, DB))
+        service = Service(press_settings(tmp_path, db.url, DB, **storage))
         try:
             await service.start()
             await asyncio.sleep(3.0)
             async with storage_health(service) as seen:
-                db.kill()
-                await asyncio.sleep(4.0)
-                await db.start()
-                await settle(service)
-        finally:
-            await service.stop()
-        assert_nothing_lost(account(db.url, DB, service))
-        assert_fault_reported(stored_events(db.url, DB), seen)
-        assert_spool_empty(service)
-    finally:
-        db.stop()
-
-
-async def test_fault_influxd_paused(tmp_path):
-    """Row "influxd stopped (SIGSTOP)": 5 s frozen, requests time out after 1 s, then SIGCONT."""
-    db = await started(tmp_path)
-    try:
-        service = Service(press_settings(tmp_path, db.url, DB, timeout_s=1.0))
-        try:
-            await service.start()
-            await asyncio.sleep(3.0)
-            async with storage_health(service) as seen:
-                db.pause()
-                await asyncio.sleep(5.0)
-                db.resume()
+                await fault(db)
                 await settle(service)
         finally:
             if db.paused:
@@ -282,6 +258,26 @@ async def test_fault_influxd_paused(tmp_path):
         assert_spool_empty(service)
     finally:
         db.stop()
+
+
+async def test_fault_influxd_killed_and_restarted(tmp_path):
+    """Row "influxd killed and restarted": SIGKILL, 4 s down, restarted on the same data."""
+    async def fault(db):
+        db.kill()
+        await asyncio.sleep(4.0)
+        await db.start()
+
+    await _influxd_fault(tmp_path, fault)
+
+
+async def test_fault_influxd_paused(tmp_path):
+    """Row "influxd stopped (SIGSTOP)": 5 s frozen, requests time out after 1 s, then SIGCONT."""
+    async def fault(db):
+        db.pause()
+        await asyncio.sleep(5.0)
+        db.resume()
+
+    await _influxd_fault(tmp_path, fault, timeout_s=1.0)
 
 
 async def test_fault_spool_disk_full(tmp_path):
