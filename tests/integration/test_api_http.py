@@ -8,6 +8,7 @@ import httpx
 
 from api.app import create_app
 from api.server import ApiServer
+from daq import __version__
 from daq.service import Service
 from tests.integration.helpers import bearer, keys_for, press_settings
 
@@ -24,7 +25,7 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
         async with httpx.AsyncClient(base_url=base, timeout=5, headers=bearer(keys["operator"])) as http:
             await asyncio.sleep(1.0)
             health = (await http.get("/api/health")).json()
-            assert health["status"] == "ok" and health["version"]
+            assert health["status"] == "ok" and health["version"] == __version__
             assert health["catalogue"]["url"].startswith("sqlite:///") and health["catalogue"]["errors"] == 0
             devs = {d["device"]: d for d in health["devices"]}
             assert set(devs) == {"press01_plc", "press01_plc/slow", "press01_amp", "press01_dies",

@@ -70,7 +70,11 @@ async def test_mbpoll_reads_the_rtu_units_over_the_pty_line(tmp_path):
         upper, lower, heater = (float(v) for v in re.findall(r"^\[\d+\]:\s+(\S+)", out.decode(), re.M))
         assert upper * 0.1 == pytest.approx(sim.last["die_temperature"] + 3.0, abs=0.051)
         assert lower * 0.1 == pytest.approx(sim.last["die_temperature"] - 4.0, abs=0.051)
-        assert 0 <= heater <= 1000
+        # the heater controller's output, uint16 at 0.1 %: 8 %/K below its 260 °C set-point (the dies
+        # start at their 250 °C preheat: 80 %, inside the 0…100 % it is clipped to)
+        power = (260.0 - sim.last["die_temperature"]) * 8.0
+        assert 0.0 < power < 100.0
+        assert heater * 0.1 == pytest.approx(power, abs=0.051)
         _, server = next(iter(sim.lines.values()))
         assert server.served_units[(2, "holding", 0)] == 1
     finally:

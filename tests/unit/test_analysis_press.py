@@ -87,7 +87,9 @@ def test_limits_give_every_violated_reason():
     t, chans, _ = blow_signal()
     [r] = analyse(t, chans, PARAMS)
     judge(r, {"peak_force_kN": {"max": 70_000.0}, "efficiency": {"min": 0.0, "max": 10.0}})
-    assert r.verdict == "nok" and len(r.reasons) == 1 and "peak_force_kN" in r.reasons[0]
+    # the half-sine's sampled peak (79 999.9 kN) is the only value outside; 0 ≤ efficiency ≤ 10 holds
+    assert r.verdict == "nok"
+    assert r.reasons == ["peak_force_kN = 79999.9 above max 70000"]
     judge(r, {"peak_force_kN": {"max": 90_000.0}})
     assert r.verdict == "ok" and r.reasons == []
 
@@ -118,7 +120,15 @@ def test_envelope_band_names_the_worst_point():
     assert float(worst) == pytest.approx(F_HAT, rel=1e-5) and float(at) == pytest.approx(520.0, abs=0.1)
     floor = Envelope((505.0, 535.0), (50_000.0, 50_000.0), (F_HAT * 2, F_HAT * 2))  # too little force early
     [low] = envelope_reasons(t, chans["position"], chans["force"], r, floor)
-    assert "below the band's min" in low
+    n, worst, at = re.match(r"envelope: force below the band's min at (\d+) samples; worst (\S+) kN at (\S+) mm "
+                            r"\(limit 50000 kN\)", low).groups()
+    # F_HAT·sin(π(x − 500)/40) < 50 MN for x − 500 < 40·asin(0.625)/π = 8.60 mm (and the mirror image
+    # above 531.40 mm): 3.60 mm at each end of 505…535, at 0.065 mm per sample (0.65 m/s, 10 kHz)
+    below_mm = 40 * math.asin(50_000 / F_HAT) / math.pi - 5.0
+    assert int(n) == pytest.approx(2 * below_mm / (V * 1e3 / FS), abs=2)
+    # the worst is the first sample inside the band, 505.005 mm (the mirror end, 534.97 mm, is 0.025 mm deeper in)
+    assert float(at) == pytest.approx(505.005, abs=1e-3)
+    assert float(worst) == pytest.approx(F_HAT * math.sin(math.pi * 5.005 / 40), rel=1e-5)
     judged = judge(r, {}, [low])
     assert judged.verdict == "nok" and judged.reasons == [low]
     assert envelope_reasons(t, None, chans["force"], r, wide)[0].startswith("envelope: no position")

@@ -29,12 +29,18 @@ def _problems(path) -> list[str]:
 def test_shipped_configs_are_valid():
     s = load_settings(ROOT / "configs" / "demo.toml")
     assert [(r.name, r.kind) for r in s.rigs] == [("press-01", "screw_press"), ("srm-01", "srm_rig")]
-    names = {r.name for r in s.rigs[0].devices[0].registers}
-    assert {"force", "position", "flywheel_speed"} <= names
+    names = [r.name for r in s.rigs[0].devices[0].registers]  # the PLC's map in configs/rigs/screw-press.toml
+    assert names == ["force", "position", "flywheel_speed", "motor_current", "motor_voltage", "die_temperature",
+                     "state_running", "state_contact", "state_return", "state_fault", "plc_tick", "blow_count",
+                     "motor_energy", "recipe"]
     srm = s.rigs[1]
-    assert len(srm.sequence) >= 3 and srm.sequence[-1].kind == "locked_rotor"
-    streamed = {c.name for d in srm.devices if d.transport == "serial_stream" for c in d.channels}
-    assert {"speed", "torque", "rotor_angle", "phase_a_current", "phase_d_voltage"} <= streamed
+    # configs/rigs/srm-rig.toml: five operating points (500…2500 rpm), then the locked-rotor step
+    assert [(st.kind, st.speed_rpm) for st in srm.sequence] == [
+        ("operating_point", 500), ("operating_point", 1000), ("operating_point", 1500),
+        ("operating_point", 2000), ("operating_point", 2500), ("locked_rotor", 0)]
+    streamed = [c.name for d in srm.devices if d.transport == "serial_stream" for c in d.channels]
+    assert streamed == ["speed", "torque", "rotor_angle", *(f"phase_{x}_current" for x in "abcd"),
+                        *(f"phase_{x}_voltage" for x in "abcd"), "dc_voltage", "dc_current"]
 
 
 def test_srm_rig_errors_are_named(tmp_path):
@@ -77,7 +83,8 @@ def test_bits_of_one_register_do_not_overlap(tmp_path):
 
 def test_same_bit_twice_overlaps(tmp_path):
     p = _rig_with(tmp_path, "bit = 1", "bit = 0")
-    assert "overlaps" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc).registers: [7] (state_contact, holding 8) overlaps "
+                            "[6] (state_running, holding 8..8)"]
 
 
 @pytest.mark.parametrize("rate", ["0", "-5", "5000"])
@@ -89,20 +96,22 @@ def test_impossible_poll_rates(tmp_path, rate):
 
 def test_timeout_longer_than_fifty_periods(tmp_path):
     p = _rig_with(tmp_path, "timeout_s = 0.5", "timeout_s = 5")
-    assert "spans more than 50 poll periods" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc): timeout_s 5 spans more than 50 poll periods at 50 Hz"]
 
 
 def test_bit_needs_index_and_coil_needs_bit_type(tmp_path):
     p = _rig_with(tmp_path, "  bit = 0\n", "")
-    assert "needs 'bit'" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc).registers[6] (state_running): type 'bit' in a "
+                            "holding/input register needs 'bit' (0-15)"]
     p = _rig_with(tmp_path, 'register = "input"\n  address = 0\n  type = "uint32"',
                   'register = "coil"\n  address = 0\n  type = "uint32"')
-    assert "type must be 'bit'" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc).registers[11] (blow_count): a coil holds one bit: "
+                            "type must be 'bit', not 'uint32'"]
 
 
 def test_duplicate_channel_names(tmp_path):
     p = _rig_with(tmp_path, 'name = "position"', 'name = "force"')
-    assert "name 'force' already used by [0]" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc).registers: [1]: name 'force' already used by [0]"]
 
 
 def test_all_problems_of_all_files_are_collected(tmp_path):
@@ -148,28 +157,34 @@ def test_poll_groups_split_the_register_map(tmp_path):
     plc = rig.devices[0]
     groups = {g: (hz, [f.name for f in fields]) for g, hz, fields in plc.poll_groups()}
     assert groups["slow"] == (1, ["blow_count", "motor_energy", "recipe"])
-    assert groups[None][0] == 50 and "force" in groups[None][1]
+    assert groups[None] == (50, ["force", "position", "flywheel_speed", "motor_current", "motor_voltage",
+                                 "die_temperature", "state_running", "state_contact", "state_return", "state_fault",
+                                 "plc_tick"])
 
 
 def test_unknown_poll_group(tmp_path):
     p = _rig_with(tmp_path, 'group = "slow"', 'group = "glacial"')
-    assert "group 'glacial' is not in groups (slow)" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc): registers[11] (blow_count): group 'glacial' is not in "
+                            "groups (slow)"]
 
 
 def test_overbooked_rs485_line(tmp_path):
     p = _rig_with(tmp_path, "poll_hz = 5\n", "poll_hz = 150\n")
-    [msg] = _problems(p)
-    assert "serial line pty/press01-rs485 at 115200 baud is overbooked" in msg
+    # dies at 150 Hz and lube at 2 Hz on one 115200-baud line: 113 % of its time, above the 80 % allowed
+    assert _problems(p) == [f"{p}: (top level): serial line pty/press01-rs485 at 115200 baud is overbooked: its "
+                            "units' poll rates need 113% of the line's time (at most 80%); lower poll_hz"]
 
 
 def test_units_on_one_line_must_agree(tmp_path):
     p = _rig_with(tmp_path, "unit_id = 3\n", "unit_id = 2\n")
-    assert "share a unit_id" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: (top level): two units on serial line pty/press01-rs485 share a unit_id"]
     p = _rig_with(tmp_path, "baudrate = 115200\nunit_id = 3", "baudrate = 57600\nunit_id = 3")
-    assert "disagree on baudrate" in _problems(p)[0]
+    assert _problems(p) == [f"{p}: (top level): units on serial line pty/press01-rs485 disagree on "
+                            "baudrate/parity/stopbits"]
 
 
 def test_stream_bandwidth_must_fit_the_baudrate(tmp_path):
     p = _rig_with(tmp_path, "baudrate = 4000000", "baudrate = 115200")
-    [msg] = _problems(p)
-    assert "devices[1] (press01_amp)" in msg and "need 3,200,000 baud" in msg
+    # 10 000 frames/s × 32 bytes × 10 bits a byte (start, 8 data, stop)
+    assert _problems(p) == [f"{p}: devices[1] (press01_amp): 10000 frames/s of 32 bytes need 3,200,000 baud; "
+                            "baudrate is 115,200"]

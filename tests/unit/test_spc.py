@@ -24,20 +24,22 @@ def test_imr_limits():
     assert chart.ucl - chart.center == pytest.approx(3 * mr / 1.128)
 
 
-@pytest.mark.parametrize(("rule", "values", "last"), [
-    (1, [0, 0.5, -0.5, 3.5], 3),
-    (2, [0.5] * 9, 8),
-    (3, [-1, -0.6, -0.2, 0.2, 0.6, 0.9], 5),
-    (4, [0.5, -0.5] * 7, 13),
-    (5, [2.5, 0, 2.5], 2),
-    (6, [1.5, 1.5, 0, 1.5, 1.5], 4),
-    (7, [0.2, -0.2] * 7 + [0.1], 14),
-    (8, [1.5, -1.5, 1.5, -1.5, 1.5, -1.5, 1.5, -1.5], 7),
+@pytest.mark.parametrize(("rule", "values", "flags"), [
+    (1, [0, 0.5, -0.5, 3.5], [(1, 3)]),
+    (2, [0.5] * 9, [(2, 8)]),
+    (3, [-1, -0.6, -0.2, 0.2, 0.6, 0.9], [(3, 5)]),
+    (4, [0.5, -0.5] * 7, [(4, 13)]),
+    (5, [2.5, 0, 2.5], [(5, 2)]),
+    (6, [1.5, 1.5, 0, 1.5, 1.5], [(6, 4)]),
+    # 15 points within 1σ, the first 14 (and 15) also alternating up and down: rule 4 too
+    (7, [0.2, -0.2] * 7 + [0.1], [(4, 13), (4, 14), (7, 14)]),
+    (8, [1.5, -1.5, 1.5, -1.5, 1.5, -1.5, 1.5, -1.5], [(8, 7)]),
 ])
-def test_each_nelson_rule_fires_on_its_pattern(rule, values, last):
-    flags = nelson(np.array(values, dtype=float), center=0.0, sigma=1.0)
-    assert (rule, last) in flags
-    assert (rule, last - 1) not in flags or rule in (1, 5, 6)  # fires when the pattern completes
+def test_each_nelson_rule_fires_on_its_pattern(rule, values, flags):
+    x = np.array(values, dtype=float)
+    assert nelson(x, center=0.0, sigma=1.0) == flags  # exactly these, nothing else
+    # it fires when the pattern completes: one point fewer, and the rule is silent
+    assert [f for f in nelson(x[:-1], center=0.0, sigma=1.0) if f[0] == rule] == []
 
 
 def test_a_quiet_process_raises_nothing_but_rule_7():

@@ -7,19 +7,47 @@ import pytest
 
 from analysis.srm import SrmParams, analyse, characterise
 from drivers.sim.srm import SrmMotor, locked_rotor_pulse, simulate_phase, solve_operating_point
-from drivers.sim.srm_rig import STATE_HOLD, STATE_LOCKED, SeqStep, SrmRigModel
+from drivers.sim.srm_rig import ALPHA_CU, STATE_HOLD, STATE_LOCKED, SeqStep, SrmRigModel
 
 M = SrmMotor()
 
 
+def expected_at_operating_point(motor: SrmMotor, op, ambient_C: float = 25.0,
+                                source_ohm: float = 0.05) -> dict[str, float]:
+    """What the rig's analyser should measure while it holds a solved operating point.
+
+    SrmRigModel replays the solved one-period tables of current, voltage and torque in each
+    phase a quarter period apart; the shaft torque loses the viscous friction; the winding
+    at ambient temperature (above the 20 °C of R) adds (R_hot − R)·i to each phase voltage;
+    the DC link sags by ``source_ohm``·i_dc (RigMechanics defaults).
+    """
+    w = op.speed_rpm * 2 * math.pi / 60
+    th = np.linspace(0.0, 2 * math.pi, 4096, endpoint=False)
+
+    def phase(table, k):
+        return np.interp(np.mod(th - k * math.pi / 2, 2 * math.pi), op.angle, table, period=2 * math.pi)
+
+    r_extra = motor.R * ALPHA_CU * (ambient_C - 20.0)
+    p_phases = sum((phase(op.voltage, k) + r_extra * phase(op.current, k)) * phase(op.current, k)
+                   for k in range(4))
+    i_dc = p_phases / motor.V_dc
+    elec = float(np.mean((motor.V_dc - source_ohm * i_dc) * i_dc))
+    shaft = sum(phase(op.torque, k) for k in range(4)) - motor.friction * w
+    mean = float(shaft.mean())
+    return {"mean_torque_Nm": mean, "torque_ripple_pct": float((shaft.max() - shaft.min()) / mean * 100),
+            "phase_current_rms_A": float(np.sqrt(np.mean(op.current**2))), "efficiency": mean * w / elec}
+
+
 @pytest.mark.parametrize(("rpm", "i_ref", "stop_deg"),
                          [(300, 25.0, 120), (1500, 20.0, 150), (1500, 20.0, 250), (2500, 35.0, 360)])
-def test_energy_balance_within_1_percent(rpm, i_ref, stop_deg):
+def test_energy_balance_within_half_a_percent(rpm, i_ref, stop_deg):
     """Electrical in = copper loss + mechanical out + change in stored field energy."""
     w = simulate_phase(M, rpm * 2 * math.pi / 60, i_ref, stop_e=math.radians(stop_deg))
     out = w.energy_copper + w.energy_mech + w.field_end
     assert w.energy_in > 1.0
-    assert out == pytest.approx(w.energy_in, rel=0.01)
+    # the smallest term in these cases is the copper loss, 4 % of the input at 1500 rpm (the stored
+    # field, where there is one, is 36–43 %); the integration closes the balance to 0.3 %
+    assert out == pytest.approx(w.energy_in, rel=5e-3)
 
 
 def test_coenergy_derivative_is_the_torque():
@@ -48,7 +76,11 @@ def test_current_is_chopped_at_low_speed_and_single_pulse_at_high_speed():
     low = simulate_phase(M, 300 * 2 * math.pi / 60, 25.0)
     conducting = low.current[(low.theta_e - M.theta_on) < (M.theta_off - M.theta_on)]
     in_band = np.abs(conducting - 25.0) <= M.band / 2 + 0.2
-    assert in_band.mean() > 0.5  # flat top held by hysteresis chopping
+    # flat top held by hysteresis chopping: all but the first rise, which near the unaligned position
+    # takes L_u·25 A / V_dc = 0.42 ms of the 14.4 ms conduction angle (θ_off − θ_on at 300 rpm)
+    rise_s = M.L_u * 25.0 / M.V_dc
+    conduction_s = (M.theta_off - M.theta_on) / (300 * 2 * math.pi / 60 * M.Nr)
+    assert in_band.mean() == pytest.approx(1 - rise_s / conduction_s, abs=0.01)
     assert np.count_nonzero(np.diff(np.sign(np.diff(conducting)))) > 20  # many chopping edges
     high = solve_operating_point(M, 3000, 30.0)
     assert high.limited  # voltage-limited: the current never reaches the reference
@@ -69,8 +101,12 @@ def test_torque_ripple_at_the_stroke_rate():
     m = r.metrics
     assert m["mean_torque_Nm"] == pytest.approx(30.0, rel=0.02)
     assert m["torque_ripple_frequency_Hz"] == pytest.approx(24 * 1000 / 60, rel=0.01)
-    assert 10 < m["torque_ripple_pct"] < 150  # an SRM's ripple, not a sine machine's
-    assert 0.6 < m["efficiency"] < 0.97
+    want = expected_at_operating_point(M, rig.points[(1000, 30.0)])  # 39 % ripple, 88 % efficient
+    # the sensors' noise (σ 0.03 N·m) widens the measured max − min a little, the 20 kHz samples
+    # can miss the tables' extremes a little: 3 %; efficiency: noise averages out
+    assert m["torque_ripple_pct"] == pytest.approx(want["torque_ripple_pct"], rel=0.03)
+    assert m["efficiency"] == pytest.approx(want["efficiency"], rel=3e-3)
+    assert m["phase_current_rms_A"] == pytest.approx(want["phase_current_rms_A"], rel=3e-3)
     rms = [m[f"phase_{x}_current_rms_A"] for x in "abcd"]
     assert max(rms) - min(rms) < 0.02 * max(rms)
 
@@ -100,4 +136,7 @@ def test_locked_rotor_step_holds_angles_and_pulses_phase_a():
     d = {k: np.concatenate([x[k] for x in data]) for k in data[0]}
     lk = d["state"] == STATE_LOCKED
     assert set(np.round(d["rotor_angle"][lk], 3)) == {0.0, 30.0}
-    assert d["phase_a_current"][lk].max() > 20 and np.abs(d["phase_b_current"][lk]).max() < 0.5
+    # unaligned, 60 V into L_u = 9 mH reaches the pulse's stop current, 0.9·i_max = 36 A, in 7 ms:
+    # less a 50 µs sample's average on the ramp (0.2 A), ± noise
+    assert d["phase_a_current"][lk].max() == pytest.approx(0.9 * M.i_max, abs=0.3)
+    assert np.abs(d["phase_b_current"][lk]).max() < 6 * 0.03  # nothing but the sensor's noise, σ 0.03 A
