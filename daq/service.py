@@ -360,6 +360,7 @@ class Service:
                 "lines_written": s.lines_written, "split_requests": s.split_requests,
                 "batches_written": s.batches_written, "retries": s.retries,
                 "rejected_lines": s.rejected_lines, "dropped_lines": s.dropped_lines,
+                "dropped_by_device": dict(s.dropped_by_device),
                 "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
             }
         tasks = {t.name: {"restarts": t.restarts, "last_error": t.last_error or None}

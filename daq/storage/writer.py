@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daq.bus import Subscription, Tagged
 from daq.cycles import CycleResult
@@ -56,6 +56,7 @@ class WriterStats:
     retries: int = 0
     rejected_lines: int = 0
     dropped_lines: int = 0
+    dropped_by_device: dict[str, int] = field(default_factory=dict)  # "" for events and results
     empty_samples: int = 0
     split_requests: int = 0
     last_error: str = ""
@@ -86,7 +87,7 @@ def _halves(body: bytes) -> tuple[bytes, bytes] | None:
     """Split line protocol at the newline nearest its middle; None for a single line."""
     body = body.rstrip(b"\n")
     mid = len(body) // 2
-    i = body.rfind(b"\n", 0, mid)
+    i = body.rfind(b"\n", 0, mid + 1)
     if i < 0:
         i = body.find(b"\n", mid)
     if i < 0:
@@ -222,6 +223,7 @@ class StorageWriter:
         """
         if not counted:
             self.stats.dropped_lines += lines
+            self.stats.dropped_by_device[device] = self.stats.dropped_by_device.get(device, 0) + lines
         where = f"{device}: " if device else ""
         msg = f"{where}{lines} lines lost: {reason}"
         log.error("storage: %s", msg)

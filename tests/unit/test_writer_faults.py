@@ -16,6 +16,7 @@ import numpy as np
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
 from daq.storage.influx_v1 import classify
+from daq.storage.lineproto import block_bytes
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
@@ -122,18 +123,23 @@ async def test_a_refused_batch_is_bisected_to_the_bad_line(tmp_path):
 
 
 async def test_too_large_batches_are_split_and_the_size_remembered(tmp_path):
-    bus = SampleBus()
-    client = FakeInflux(max_body=1000)
-    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path, 10**7), 0.05)
+    # two batches of 16 lines of exactly 100 bytes; the server takes at most 500 bytes
+    lines = [b"dev,rig=rig x=%s %d\n" % (b"1" * 80, t) for t in range(1000, 1032)]
+    assert {len(ln) for ln in lines} == {100}
+    spool = Spool(tmp_path, 10**7)
+    spool.append(b"".join(lines[:16]), 16)
+    spool.append(b"".join(lines[16:]), 16)
+    client = FakeInflux(max_body=500)
+    w = StorageWriter(client, SampleBus().subscribe("storage"), spool, 0.05)
+    w.send_max_bytes = 1600  # one batch per request, so the first one meets the limit whole
     w.start()
-    for i in range(10):
-        bus.publish(Tagged("rig", _block(i * 100)))
-        await asyncio.sleep(0.06)
     await _settle(w)
     await w.stop()
-    assert len(_samples(client.stored)) == len(set(_samples(client.stored))) == 1000
+    assert sorted(client.stored) == sorted(ln.rstrip(b"\n") for ln in lines)
+    # 1600 B refused → halves of 800 refused → quarters of 400 taken: 1 + 2 + 4 requests and
+    # 1 + 2 splits; the second batch goes straight in quarters (the size learnt: 400)
+    assert (client.requests, w.stats.split_requests, w._max_body) == (7 + 4, 3, 400)
     assert w.stats.rejected_lines == 0 and not (tmp_path / "rejected").exists()
-    assert w._max_body is not None and w._max_body <= 1000
     assert w.fault is None
 
 
@@ -180,7 +186,11 @@ async def test_a_missing_database_is_created_again(tmp_path):
 
 
 async def test_a_disk_that_refuses_the_spool_keeps_data_in_memory_and_counts_what_the_bound_drops(tmp_path):
-    spool = Spool(tmp_path, 10**7, memory_max_bytes=6000)
+    # a block of 100 lines is 2 900 bytes; a batch is one block plus at most two event lines
+    # (< 3 833 bytes): an 11 500-byte memory bound holds exactly the newest three (4 × 2 900 > 11 500)
+    assert {len(block_bytes("amp", {"rig": "rig"}, _block(1000 + i * 100, device="amp"))[0])
+            for i in range(10)} == {2900}
+    spool = Spool(tmp_path, 10**7, memory_max_bytes=11_500)
     real_write = spool._write_file
     disk_full = True
 
@@ -190,33 +200,34 @@ async def test_a_disk_that_refuses_the_spool_keeps_data_in_memory_and_counts_wha
         return real_write(seq, lines, body)
 
     spool._write_file = write_file
-    bus = SampleBus()
     client = FakeInflux()
     client.status = 503  # InfluxDB is away too, so everything piles up in memory
-    w = StorageWriter(client, bus.subscribe("storage"), spool, 0.05)
-    w.start()
-    for i in range(10):
-        bus.publish(Tagged("rig", _block(i * 100, device="amp")))
-        await asyncio.sleep(0.08)
+    w = StorageWriter(client, SampleBus().subscribe("storage"), spool, 0.05)
+    for i in range(10):  # ten commits of one block each, driven by hand: no timing involved
+        w._take(Tagged("rig", _block(1000 + i * 100, device="amp")))
+        await w.commit()
+        assert max(b.size for b in spool.batches) < 3833
     assert w.state == "unhealthy" and "No space left" in spool.disk_error
-    assert spool.memory_bytes <= 6000
-    assert w.stats.dropped_lines > 0
+    assert [b.counts.get("amp") for b in spool.batches] == [100, 100, 100]
+    assert w.stats.dropped_by_device["amp"] == 700  # the seven oldest blocks
     disk_full = False
     client.status = 0
+    w.start()
     await _settle(w, 15)
     await w.stop()
     stored = set(_samples(client.stored, "amp"))
+
     def lines(events):
         return sum(int(e.split("lines=")[1].split("i")[0]) for e in events)
 
     lost = _events(client.stored, "data_lost")
-    # exact accounting: what reached InfluxDB plus what the events say was lost is all of it
-    assert len(stored) + lines([e for e in lost if "device=amp" in e]) == 1000
+    # exact accounting: the newest 300 samples reached InfluxDB, the events say 700 were lost
+    assert len(stored) == 300 and lines([e for e in lost if "device=amp" in e]) == 700
     # an event lost with its batch is reported again (repeated=true): every lost line is in
     # exactly one stored event, the events' own lines included
     assert lines(lost) == w.stats.dropped_lines
-    # the spool_fault event may itself have been dropped with its batch (and counted); the
-    # recovery, written once the disk works, names the fault
+    # the spool_fault event was itself dropped with its batch (and counted); the recovery,
+    # written once the disk works, names the fault
     [recovered] = _events(client.stored, "spool_recovered")
     assert "No space left on device" in recovered
     assert w.state == "ok" and spool.memory_bytes == 0
