@@ -276,7 +276,7 @@ class Service:
         """Heartbeat plus, per stream, the last sample counter that is safely on disk."""
         with self._state_lock:  # else a heartbeat's older copy could replace a newer commit's counters
             if counters is None:
-                counters = dict(self.writer.committed_counters) if self.writer else {}
+                counters = self.writer.safe_counters() if self.writer else {}
             tmp = self.state_file.with_suffix(f".tmp{threading.get_ident()}")
             tmp.write_text(json.dumps({"pid": os.getpid(), "heartbeat_ns": time.time_ns(),
                                        "counters": counters}))

@@ -60,6 +60,7 @@ class Batch:
     body: bytes | None = None
     counts: dict[str, int] = field(default_factory=dict)  # sample lines per device, when known
     reports: dict[str, int] = field(default_factory=dict)  # lines its data_lost events report, per device
+    counters: dict[str, int] = field(default_factory=dict)  # last sample counter per stream, up to this batch
 
     @property
     def in_memory(self) -> bool:
@@ -183,7 +184,7 @@ class Spool:
         return victims
 
     def append(self, body: bytes, lines: int, counts: dict[str, int] | None = None,
-               reports: dict[str, int] | None = None) -> list[SpoolLoss]:
+               reports: dict[str, int] | None = None, counters: dict[str, int] | None = None) -> list[SpoolLoss]:
         """Put a batch on disk (durably), or in memory while the disk refuses it.
 
         Returns what the bounds forced out (empty when nothing was lost). Never raises
@@ -191,7 +192,8 @@ class Spool:
         """
         losses: list[SpoolLoss] = []
         victims: list[Batch] = []
-        batch = Batch(0, lines, len(body), counts=dict(counts or {}), reports=dict(reports or {}))
+        batch = Batch(0, lines, len(body), counts=dict(counts or {}), reports=dict(reports or {}),
+                      counters=dict(counters or {}))
         with self._lock:
             if self.bytes + len(body) > self.max_bytes:
                 reason = f"spool full ({self.max_bytes / 1e6:.0f} MB)"

@@ -114,10 +114,16 @@ def _chunks(body: bytes, max_bytes: int) -> list[bytes]:
 class StorageWriter:
     """Consumes a bus subscription and keeps InfluxDB up to date through the spool.
 
+    A size learnt from a 413 is forgotten after ``MAX_BODY_MEMORY_S`` (the limit may have
+    been raised again); the next 413 teaches it anew.
+
     ``client`` is anything with ``async write(body: bytes)`` and
     ``async create_database(retention)`` raising :class:`InfluxError` (the v1 and v2
     clients both do).
     """
+
+    SPOOL_SETTLE_S = 2.0
+    MAX_BODY_MEMORY_S = 300.0
 
     def __init__(self, client, sub: Subscription, spool: Spool, commit_interval_s: float = 0.2,
                  run_tags: dict[str, str] | None = None, on_commit=None, retention: str | None = None,
@@ -139,14 +145,17 @@ class StorageWriter:
         self.samples_by_device: dict[str, int] = {}
         # last sample counter per streaming device: taken in, and durably on disk
         self._taken_counters: dict[str, int] = {}
-        self.committed_counters: dict[str, int] = {}
+        self.committed_counters: dict[str, int] = {}  # on disk
+        self.confirmed_counters: dict[str, int] = {}  # confirmed by InfluxDB (held in memory or not)
         self.on_commit = on_commit  # called (in the commit thread) after each durable commit
         self.stats = WriterStats()
         self.fault: Fault | None = None
         self._spool_fault = False
         self._spool_fault_since = (0, "")
+        self._disk_ok_since = 0.0
         self._need_database = True
         self._max_body: int | None = None  # learnt from 413s
+        self._max_body_at = 0.0
         self.send_max_bytes = 2 * 1024 * 1024  # per request: a backlog goes in pieces this size
         self.send_concurrency = 2  # requests in flight while a backlog drains
         self._bus_lost_seen: dict[str, int] = {}
@@ -254,6 +263,18 @@ class StorageWriter:
                     await asyncio.sleep(0)  # a long backlog: let commit and send run meanwhile
             self._check_bus_losses()
 
+    def safe_counters(self) -> dict[str, int]:
+        """Per stream, the last sample counter that is safe from a crash: on disk or in InfluxDB.
+
+        What the service keeps in its state file, so that after a kill -9 exactly the
+        samples after these are reported missing.
+        """
+        out = dict(self.committed_counters)
+        for dev, c in list(self.confirmed_counters.items()):
+            if c > out.get(dev, -1):
+                out[dev] = c
+        return out
+
     # -- spool -------------------------------------------------------------------------
     def _note_loss(self, loss: SpoolLoss) -> None:
         for dev, n in loss.reported.items():
@@ -275,12 +296,12 @@ class StorageWriter:
         counters = dict(self._taken_counters)
 
         def durable() -> list[SpoolLoss]:
-            losses = self.spool.append(b"".join(chunks), lines, counts, reports)
+            losses = self.spool.append(b"".join(chunks), lines, counts, reports, counters)
             if not self.spool.disk_error:  # this batch and every held one are on disk
                 self.committed_counters.update(counters)
                 if self.on_commit is not None:
                     try:
-                        self.on_commit(self.committed_counters)
+                        self.on_commit(self.safe_counters())
                     except Exception:
                         log.exception("storage: cannot record the committed counters")
             return losses
@@ -321,7 +342,16 @@ class StorageWriter:
         self._committed.set()
 
     def _spool_state(self) -> None:
+        """Report the spool's disk: ``spool_fault`` at once, ``spool_recovered`` once settled.
+
+        Recovered means the disk took every write for ``SPOOL_SETTLE_S``: a nearly full disk
+        that each sent batch frees a little of would otherwise flap.
+        """
         sp = self.spool
+        if sp.disk_error:
+            self._disk_ok_since = 0.0
+        elif not self._disk_ok_since:
+            self._disk_ok_since = time.monotonic()
         if sp.disk_error and not self._spool_fault:
             self._spool_fault = True
             self._spool_fault_since = (time.time_ns(), sp.disk_error)
@@ -329,7 +359,8 @@ class StorageWriter:
                    f"memory (bound {sp.memory_max_bytes / 1e6:.0f} MB); storage unhealthy")
             log.error("storage: %s", msg)
             self.record(Event("spool_fault", msg, level="error"))
-        elif not sp.disk_error and self._spool_fault:
+        elif (self._spool_fault and not sp.disk_error
+              and time.monotonic() - self._disk_ok_since >= self.SPOOL_SETTLE_S):
             self._spool_fault = False
             log.info("storage: the spool writes to disk again")
             since, error = self._spool_fault_since
@@ -392,6 +423,7 @@ class StorageWriter:
         except InfluxError as e:
             if e.kind == "too_large":
                 self._max_body = min(self._max_body or len(body), max(1, len(body) // 2))
+                self._max_body_at = time.monotonic()
             elif e.kind != "bad_data":
                 raise
             self.stats.last_error = str(e)
@@ -409,6 +441,8 @@ class StorageWriter:
         Returns the lines InfluxDB will never accept; raises the first retryable error
         (pieces already stored are then sent again with the rest: harmless).
         """
+        if self._max_body is not None and time.monotonic() - self._max_body_at > self.MAX_BODY_MEMORY_S:
+            self._max_body = None  # try whole requests again
         limit = min(self.send_max_bytes, self._max_body or self.send_max_bytes)
         pieces = _chunks(body, limit) if len(body) > limit else [body]
         if len(pieces) == 1:
@@ -457,6 +491,7 @@ class StorageWriter:
             self._set_aside(batches[0], bad)
         for b in batches:
             self.spool.remove(b)
+            self.confirmed_counters.update(b.counters)  # batches go out in order
         self.stats.lines_written += sum(b.lines for b in batches) - len(bad)
         self.stats.batches_written += len(batches)
         self.stats.last_write_ns = time.time_ns()

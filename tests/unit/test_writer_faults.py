@@ -203,6 +203,7 @@ async def test_a_disk_that_refuses_the_spool_keeps_data_in_memory_and_counts_wha
     client = FakeInflux()
     client.status = 503  # InfluxDB is away too, so everything piles up in memory
     w = StorageWriter(client, SampleBus().subscribe("storage"), spool, 0.05)
+    w.SPOOL_SETTLE_S = 0.0  # report the recovery at the first good write
     for i in range(10):  # ten commits of one block each, driven by hand: no timing involved
         w._take(Tagged("rig", _block(1000 + i * 100, device="amp")))
         await w.commit()
@@ -275,11 +276,11 @@ async def test_a_commit_that_raises_keeps_its_lines_for_the_next(tmp_path):
     real_append = spool.append
     fail = [True]
 
-    def append(body, lines, counts=None, reports=None):
+    def append(body, lines, counts=None, reports=None, counters=None):
         if fail[0]:
             fail[0] = False
             raise RuntimeError("unexpected")
-        return real_append(body, lines, counts, reports)
+        return real_append(body, lines, counts, reports, counters)
 
     spool.append = append
     w = StorageWriter(client, bus.subscribe("storage"), spool, 0.05, supervisor=Supervisor(min_backoff_s=0.01))
@@ -340,3 +341,19 @@ async def test_health_never_shows_influxdb_credentials(tmp_path):
     assert "s3cret" not in text and "rigdaq:" not in text
     assert health["storage"]["note"] == f"InfluxDB at http://***@{url.split('@')[1]}"
     assert health["storage"]["state"] == "degraded" and "***@127.0.0.1" in health["storage"]["fault"]
+
+
+async def test_counters_safe_from_a_crash_follow_influxdb_while_the_disk_refuses(tmp_path):
+    spool = Spool(tmp_path, 10**7)
+    real_write = spool._write_file
+    spool._write_file = lambda seq, lines, body: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error"))
+    client = FakeInflux()
+    w = StorageWriter(client, SampleBus().subscribe("storage"), spool, 0.05)
+    block = _block(0, device="amp")
+    block.channels["sample"] = np.arange(5000, 5100, dtype=np.int64)
+    w._take(Tagged("rig", block))
+    await w.commit()
+    assert spool.batches[0].in_memory and w.committed_counters == {} and w.safe_counters() == {}
+    assert await w._send_once()  # InfluxDB confirms the batch held in memory
+    assert w.safe_counters() == {"amp": 5099} and w.committed_counters == {}
+    spool._write_file = real_write
