@@ -58,6 +58,7 @@ class PressCycleTracker:
     """Finds blows in one press rig's live blocks and analyses them."""
 
     ANALYSIS_CHANNELS = ("force", "position", "force_1", "force_2", "force_3", "force_4")
+    MARGIN_NS = 20_000_000  # more than the stream clock ever corrects: the window is cut by counter
 
     def __init__(self, rig: str, master: str, params: PressParams, limits: dict[str, dict[str, float]],
                  bus: SampleBus, pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
@@ -135,7 +136,7 @@ class PressCycleTracker:
                 self._pending.append((self._contact_start, last))
                 self._bounce_until = last + self.post_ns
         self._t_prev = int(t[-1])
-        while self._pending and t[-1] >= self._pending[0][1] + self.post_ns:
+        while self._pending and t[-1] >= self._pending[0][1] + self.post_ns + self.MARGIN_NS:
             self._analyse(*self._pending.popleft())
 
     def close_run(self, end_ns: int) -> CycleResult | None:
@@ -191,8 +192,9 @@ class PressCycleTracker:
 
     def _analyse(self, contact_ns: int, last_ns: int) -> None:
         """Analyse the blow in contact from ``contact_ns`` to ``last_ns``, with its window around it."""
-        end_ns = last_ns + self.post_ns
-        first_ns = contact_ns - max(self.pre_ns, self._lookback_ns())
+        # fetched by host time with a margin, cut below by the sample counter where there is one
+        end_ns = last_ns + self.post_ns + self.MARGIN_NS
+        first_ns = contact_ns - max(self.pre_ns, self._lookback_ns()) - self.MARGIN_NS
         # only the blocks that overlap the window are joined (not the whole history, per channel)
         t_ns, force = self.series["force"].between(first_ns, end_ns + 1)
         at = int(np.searchsorted(t_ns, contact_ns))
@@ -206,12 +208,23 @@ class PressCycleTracker:
                 ts, vs = self.series[name].between(first_ns, end_ns + 1)
                 if len(ts) == len(t_ns):
                     window[name] = vs
-        # the window: pre_s before contact, or further back if the ram speed's look-back needs it
+        # the window: pre_s before contact (or further back if the ram speed's look-back needs
+        # it) to post_s after its last sample; counted in samples where the stream numbers them,
+        # so that the host clock's small corrections never add or drop a sample
         dt_s = float(np.median(np.diff(t_ns))) / 1e9
-        first = min(int(np.searchsorted(t_ns, contact_ns - self.pre_ns)),
-                    max(0, at - velocity_lookback(dt_s, self.params.velocity_window_s)))
-        t_ns, force, at = t_ns[first:], force[first:], at - first
-        window = {k: v[first:] for k, v in window.items()}
+        lookback = velocity_lookback(dt_s, self.params.velocity_window_s)
+        counter = window.get("sample")
+        if counter is not None and self.rate_hz:
+            last_i = min(len(t_ns) - 1, int(np.searchsorted(t_ns, last_ns)))
+            pre_n = max(round(self.pre_ns * self.rate_hz / 1e9), lookback)
+            keep = np.flatnonzero((counter >= counter[at] - pre_n)
+                                  & (counter <= counter[last_i] + round(self.post_ns * self.rate_hz / 1e9)))
+            first, stop = int(keep[0]), int(keep[-1]) + 1
+        else:
+            first = min(int(np.searchsorted(t_ns, contact_ns - self.pre_ns)), max(0, at - lookback))
+            stop = int(np.searchsorted(t_ns, last_ns + self.post_ns, side="right"))
+        t_ns, force, at = t_ns[first:stop], force[first:stop], at - first
+        window = {k: v[first:stop] for k, v in window.items()}
         if "sample" in window:
             t_ns = device_time(t_ns, window.pop("sample"), self.rate_hz)
         chans = {"force": force, **window}

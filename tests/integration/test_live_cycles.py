@@ -76,9 +76,11 @@ async def test_each_blow_becomes_one_analysed_cycle(tmp_path, influxd, influx, d
         assert c["verdict"] == row["verdict"]
         t_ns, chans = cat.cycle_samples(c["id"])
         assert samples_hash((t_ns - t_ns[0]) / 1e9, chans) == c["samples_sha256"]
-        # the window: every 10 kHz sample from pre_s = 0.3 s before contact to post_s = 0.1 s after it
+        # the window: every 10 kHz sample from pre_s = 0.3 s (3 000 samples) before the contact's
+        # first sample to post_s = 0.1 s (1 000) after its last, counted by the amplifier's counter
         assert np.all(np.diff(t_ns) == 100_000)
-        assert len(t_ns) == pytest.approx((0.3 + c["metrics"]["contact_time_ms"] / 1e3 + 0.1) * 10_000, abs=3)
+        contact_samples = round(c["metrics"]["contact_time_ms"] * 10)  # last − first, at 0.1 ms
+        assert len(t_ns) == 3000 + contact_samples + 1 + 1000
         assert set(chans) == {"force", "force_1", "force_2", "force_3", "force_4", "position", "flywheel_speed"}
         # blow energy ½Jω² + ½m·v², v = ω·lead/2π, from the speed the analysis used (the PLC's at
         # contact); without the ram's ½m·v² (22 kJ) it would be 0.9 % lower, far outside 1e-9
