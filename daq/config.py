@@ -252,6 +252,9 @@ class SerialStreamDevice(Strict):
     stuck_after_s: float = Field(default=1.0, gt=0, le=3600,
                                  description="every channel frozen this long: values_stuck")
     reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
+    latency_ms: float = Field(default=0.0, ge=0, le=1000,
+                              description="calibrated constant delay from sampling to arrival, "
+                                          "subtracted from timestamps")
     channels: list[StreamChannelConfig] = Field(min_length=1, max_length=256)
 
     @field_validator("channels")
@@ -304,6 +307,8 @@ class SimulationSettings(Strict):
     autostart: bool = Field(default=True, description="srm_rig: run the test sequence from the start")
     loop: bool = Field(default=True, description="srm_rig: repeat the sequence after a pause")
     pause_s: float = Field(default=2.0, ge=0, le=86400, description="srm_rig: the pause between repetitions")
+    stream_buffer_s: float = Field(default=2.0, gt=0, le=60,
+                                   description="seconds of frames a simulated instrument buffers while nobody reads")
 
 
 class ScrewPressParameters(Strict):

@@ -198,9 +198,13 @@ class Service:
                     codec = (FrameCodec if dev.format == "binary" else LineCodec)(dev.stream_channels())
                     acqs = [StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
                                               self.bus, dev.block_s, dev.silence_timeout_s,
-                                              dev.reconnect_max_s, dev.stuck_after_s)]
+                                              dev.reconnect_max_s, dev.stuck_after_s,
+                                              latency_ms=dev.latency_ms)]
                     if dev.name in self._resume_counters:  # gaps across a crash get counted too
                         acqs[0].resume_after(self._resume_counters[dev.name])
+                    if acqs[0].restore_clock(self._saved_clocks.get(dev.name)):
+                        log.info("%s/%s: clock drift %.1f ppm from the previous run", rig.name, dev.name,
+                                 acqs[0].clock.drift_ppm)
                 else:
                     link = self._modbus_link(dev, lines)  # one connection for all poll groups
                     self._links[dev.name] = link
@@ -282,9 +286,42 @@ class Service:
                                        "counters": counters}))
             tmp.replace(self.state_file)
 
+    CLOCK_BASELINE_S = 20.0  # a drift estimate is kept once fitted over at least this long
+
+    @property
+    def clocks_file(self) -> Path:
+        """Each stream's clock drift estimate, kept across restarts (clean or not)."""
+        return self.settings.data_dir / "stream_clocks.json"
+
+    def _load_clocks(self) -> dict:
+        try:
+            saved = json.loads(self.clocks_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def _save_clocks(self) -> None:
+        states = dict(self._saved_clocks)  # a short run's rough estimate does not replace a good one
+        for a in self.acquisitions:
+            if isinstance(a, StreamAcquisition) and (st := a.clock_state()) is not None \
+                    and st.get("baseline_s", 0.0) >= self.CLOCK_BASELINE_S:
+                states[a.status.device] = st
+        if not states:
+            return
+        self._saved_clocks = states
+        self.clocks_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.clocks_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(states))
+        tmp.replace(self.clocks_file)
+
     async def _heartbeat(self) -> None:
         failing = False
+        beats = 0
         while True:
+            beats += 1
+            if beats % 20 == 0:  # every 10 s: the drift changes slowly
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self._save_clocks)
             try:
                 await asyncio.to_thread(self._write_state)
                 failing = False
@@ -299,6 +336,7 @@ class Service:
         self.started_ns = time.time_ns()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._resume_counters: dict[str, int] = {}
+        self._saved_clocks = self._load_clocks()
         await self._prepare_simulators()
         await self._start_storage()
         await self._start_catalogue()
@@ -317,6 +355,10 @@ class Service:
         self.bus.publish(Event("service_stop", "rigdaq stopping"))
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
+        try:
+            self._save_clocks()
+        except OSError as e:
+            log.warning("cannot keep the stream clocks' drift in %s: %s", self.clocks_file, e)
         if self.catalogue_writer is not None:
             await self.catalogue_writer.drain()
             self.catalogue_writer.close()

@@ -4,6 +4,8 @@ Every read takes all bytes the port has; the frame decoder turns them into sampl
 the sample counter is unwrapped and checked for gaps (each gap becomes a ``data_gap``
 event with the number of missing samples), and timestamps come from the counter on
 the device's clock, corrected against the host clock (:mod:`drivers.stream_clock`).
+Until the clock has seen a live read (at start-up the port may hold seconds of
+backlog), decoded samples are held and then back-dated from their counters.
 A ``sample`` field carries the unwrapped counter into storage, so gaps can be audited.
 """
 
@@ -33,7 +35,7 @@ class StreamAcquisition:
     def __init__(self, rig: str, name: str, port: SerialPort, codec: FrameCodec | LineCodec,
                  rate_hz: float, bus: SampleBus, block_s: float = 0.05,
                  silence_timeout_s: float = 1.0, reconnect_max_s: float = 10.0,
-                 stuck_after_s: float = 1.0, read_interval_s: float = 0.01):
+                 stuck_after_s: float = 1.0, read_interval_s: float = 0.01, latency_ms: float = 0.0):
         self.rig, self.name = rig, name
         self.port = port
         self.codec = codec
@@ -43,10 +45,11 @@ class StreamAcquisition:
         self.silence_timeout_s = silence_timeout_s
         self.read_interval_s = read_interval_s
         self.backoff = Backoff(0.1, reconnect_max_s)
-        self.clock = StreamClock(rate_hz)
+        self.clock = StreamClock(rate_hz, latency_ns=round(latency_ms * 1e6))
         self.unwrap = CounterUnwrapper()
         self.status = DeviceStatus(rig, name)
         self._parts: list[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]] = []
+        self._held: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []  # until the clock is ready
         self._last_counter: int | None = None
         self._last_ok_ns = 0
         self._block_started = 0.0
@@ -59,6 +62,14 @@ class StreamAcquisition:
         """
         self._last_counter = counter
         self.unwrap.last = counter
+
+    def clock_state(self) -> dict | None:
+        """The stream clock's drift estimate (JSON-able), for the service's state file."""
+        return self.clock.state()
+
+    def restore_clock(self, state: dict | None) -> bool:
+        """Start from a drift estimate saved by :meth:`clock_state` in an earlier run."""
+        return self.clock.restore(state)
 
     def _event(self, kind: str, message: str, level: str = "info", **fields) -> None:
         self.bus.publish(Event(kind, message, rig=self.rig, device=self.name, level=level,
@@ -74,7 +85,26 @@ class StreamAcquisition:
         st.state = "down"
 
     def emit(self) -> None:
-        """Publish what has been collected as one block."""
+        """Publish everything collected as one block, timestamping held samples if need be."""
+        self._release_held(force=True)
+        self._publish_block()
+
+    def _release_held(self, force: bool = False) -> None:
+        """Timestamp the held samples once the clock is ready (``force``: make it ready)."""
+        if not self._held or not (self.clock.ready or (force and self.clock.force_anchor())):
+            return
+        if len(self._held) == 1:
+            counters, channels = self._held[0]
+        else:
+            counters = np.concatenate([h[0] for h in self._held])
+            channels = {k: np.concatenate([h[1][k] for h in self._held]) for k in self._held[0][1]}
+        self._held.clear()
+        t_ns = self.clock.timestamps(counters)
+        self._parts.append((counters, t_ns, channels))
+        self.status.samples += len(counters)
+        self.status.last_sample_ns = int(t_ns[-1])
+
+    def _publish_block(self) -> None:
         if not self._parts:
             return
         counters = np.concatenate([p[0] for p in self._parts])
@@ -112,6 +142,7 @@ class StreamAcquisition:
             if self._last_counter is not None:
                 self._event("counter_reset", f"sample counter went back to {int(counters[0])}: "
                             "device restarted", "warning")
+            self._release_held(force=True)  # they belong to the old count
             self.clock.reset()
             self._last_counter = None
         prev = self._last_counter
@@ -126,11 +157,9 @@ class StreamAcquisition:
                         missing_samples=missing, first_missing=first_missing,
                         gap_s=missing / self.rate_hz)
         self._last_counter = int(counters[-1])
-        self.clock.observe(self._last_counter, arrival_ns)
-        t_ns = self.clock.timestamps(counters)
-        self._parts.append((counters, t_ns, dec.channels))
-        st.samples += len(counters)
-        st.last_sample_ns = int(t_ns[-1])
+        self._held.append((counters, dec.channels))
+        if self.clock.observe(self._last_counter, arrival_ns):
+            self._release_held()
         return len(counters)
 
     async def _connect(self) -> bool:
@@ -184,7 +213,7 @@ class StreamAcquisition:
                     self._recovered()
                 now = loop.time()
                 if now - self._block_started >= self.block_s:
-                    self.emit()
+                    self._publish_block()  # held samples wait for the clock
                     self._block_started = now
                 if len(data) < 2048:
                     # a trickle: let bytes gather for fewer, larger reads. A full read means the

@@ -1,20 +1,49 @@
 """Timestamps for streamed samples: from the device's sample counter, held to the host clock.
 
 A streaming instrument numbers its samples; sample ``c`` was taken at
-``t(c) = a + c·T`` on the device's clock, whose period ``T`` differs from the nominal
-``1/rate`` by the crystal's error (tens of ppm: milliseconds per minute). The host sees
-each chunk's last sample at ``t_host ≥ t(c)``: later by a transport latency that
-varies but is never negative.
+``t(c) = a + c·T`` on the host clock, where the period ``T`` differs from the nominal
+``1/rate`` by the crystal's error (tens of ppm: milliseconds per minute). A read that
+ends with sample ``c_k`` arrives at ``A_k ≥ t(c_k) + L``: later by a constant latency
+``L`` (optionally calibrated: ``latency_ns``) and a jitter that is never negative. So
+every arrival is an upper bound on its last sample's time, and the clock is a lower
+envelope of the arrivals:
 
-So the estimate is the lower envelope of the observations: over a sliding window the
-drift is the slope between the least-delayed observation of the older half and that
-of the newer half, and the line is then lowered until no observation lies below it.
-Timestamps are ``a + c·T`` with that line: uniformly spaced, never later than the
-host saw the data, and following the host clock over hours without a visible jump.
+* **Backlog.** A read is *confirmed* live when the next read holds no more samples than
+  the time between them allows: ``(c_{k+1} − c_k)·T ≤ A_{k+1} − A_k + tolerance``. More
+  means those samples were already buffered when read ``k`` happened, so read ``k``
+  left a backlog behind and its arrival says little about when its samples were taken.
+  Only confirmed reads enter the drift fit, and no timestamp is given before confirmed
+  reads span ``anchor_s`` (or ``max_unanchored_s`` has passed): the samples read before
+  are held by the caller and then back-dated from their counters, on a line below every
+  read so far.
+* **Drift.** Per ``bucket_s`` of samples the confirmed read that arrived earliest
+  relative to the line is kept; over ``window_s`` those points form a lower convex hull
+  (kept incrementally; rebuilt when the oldest eighth of the window expires). The
+  period is the slope of the hull edge that spans the window's middle: the highest
+  line below every point at the middle, i.e. the line that minimises the mean delay
+  above it (the linear program of Moon, Skelly and Towsley for clock-skew estimation).
+  Its error is bounded by the least delays at either end of the window divided by half
+  the window. A latency rise in the newer half or a fall in the older half does not tilt
+  it; the other way round a step Δ tilts it by at most 2Δ/window until it passes the
+  middle or expires. It is fitted once the points span ``min_baseline_s``; before, the
+  nominal (or restored) period is used.
+* **Offset.** The line is lowered onto the earliest of the points of the last
+  ``offset_window_s`` and of every read since: a slope error then costs at most
+  ``|ΔT|`` times that span, and a lasting change of latency is followed within it.
+* **Output.** Timestamps move from the last one given towards that line by at most
+  ``slew`` periods per sample (so they stay strictly increasing and never jump back),
+  and never later than the read arrived: when a read arrives earlier than the slewed
+  timestamps would be, its samples are spread evenly between the last timestamp and its
+  arrival instead. Then ``latency_ns`` is subtracted.
+
+The drift estimate can be kept across restarts: :meth:`StreamClock.state` gives it
+(with when and over how long it was measured) and :meth:`StreamClock.restore` takes it
+back, to be used until a fit over ``restored_baseline_s`` replaces it.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -61,82 +90,238 @@ class CounterUnwrapper:
         return out, restarted
 
 
-class StreamClock:
-    """Maps sample counters to host-clock nanoseconds, correcting the device's drift."""
+def _push_lower_hull(hull: list[tuple[int, int]], p: tuple[int, int]) -> None:
+    """Append ``p`` (right of every vertex) to a lower convex hull; exact integer arithmetic."""
+    x3, y3 = p
+    while len(hull) >= 2:
+        x1, y1 = hull[-2]
+        x2, y2 = hull[-1]
+        if (x2 - x1) * (y3 - y1) - (y2 - y1) * (x3 - x1) > 0:  # a left turn: convex from below
+            break
+        hull.pop()
+    hull.append(p)
 
-    def __init__(self, rate_hz: float, window_s: float = 60.0, min_baseline_s: float = 5.0,
-                 bucket_s: float = 0.1):
+
+class StreamClock:
+    """Maps sample counters to host-clock nanoseconds, correcting the device's drift.
+
+    Call :meth:`observe` with the last counter of every read and its arrival time; once
+    it returns True (:attr:`ready`), call :meth:`timestamps` with the counters of that
+    read, preceded by those of the reads held while it was not ready. ``latency_ns`` is
+    the device's calibrated constant latency, subtracted from every timestamp.
+    """
+
+    def __init__(self, rate_hz: float, latency_ns: int = 0, *, window_s: float = 120.0,
+                 offset_window_s: float = 2.0, bucket_s: float = 0.1, min_baseline_s: float = 2.0,
+                 restored_baseline_s: float = 30.0, slew: float = 0.5, backlog_tol_s: float = 0.002,
+                 anchor_s: float = 0.2, max_unanchored_s: float = 5.0, max_drift_ppm: float = 1000.0):
+        if not 0 < slew < 1:
+            raise ValueError("slew must lie between 0 and 1 period per sample")
+        if latency_ns < 0:
+            raise ValueError("latency_ns must be ≥ 0")
+        self.rate_hz = float(rate_hz)
         self.nominal_ns = 1e9 / rate_hz
-        self.bucket = max(1, round(bucket_s * rate_hz))
-        self._bucket: tuple[int, int] = (0, 0)
-        self._bucket_end = 0
+        self.latency_ns = int(latency_ns)
         self.period_ns = self.nominal_ns
-        self.window_s = window_s
-        self.min_baseline = min_baseline_s * rate_hz  # in samples
-        self.obs: deque[tuple[int, int]] = deque()
-        self.c0: int | None = None
-        self.offset_ns = 0.0  # t(c) = t0 + offset + (c - c0)·period
-        self.t0 = 0
-        self.last_ts = -1
+        self.bucket = max(1, round(bucket_s * rate_hz))  # samples per fit bucket
+        self.window = max(self.bucket, round(window_s * rate_hz))  # samples
+        self.offset_window = max(self.bucket, round(offset_window_s * rate_hz))
+        self.min_span = min_baseline_s * rate_hz
+        self.restored_span = restored_baseline_s * rate_hz
+        self.slew = slew
+        self.backlog_tol_ns = backlog_tol_s * 1e9
+        self.anchor_span = anchor_s * rate_hz  # samples of confirmed live reads before timestamps
+        self.max_unanchored_ns = max_unanchored_s * 1e9
+        self.max_drift_ppm = max_drift_ppm
+        self._measured: dict | None = None  # the drift estimate in use: fitted or restored
+        self._restored = False  # the period came from restore() or an earlier session
+        self._last_ts: int | None = None  # last timestamp given (before latency), all sessions
+        self._new_session()
+
+    def _new_session(self) -> None:
+        self.ready = False
+        self._origin: tuple[int, int] | None = None  # (counter, host ns) that coordinates count from
+        self._session_ns = 0
+        self._prev: tuple[int, int] | None = None  # previous read, awaiting confirmation
+        self._first_confirmed: int | None = None  # counter of the session's first live read
+        self._offset: float | None = None  # line: t = offset + c·period (relative to origin)
+        self._cap = (0, 0)  # latest read: its samples arrived by then
+        self._held: list[tuple[int, int]] = []  # reads observed before the clock was ready
+        self._bucket_end: int | None = None
+        self._best: tuple[int, int, float] | None = None  # the bucket's earliest confirmed read
+        self._points: deque[tuple[int, int]] = deque()  # one per bucket, within the window
+        self._hull: list[tuple[int, int]] = []  # lower convex hull of _points
+        self._out: tuple[float, float] | None = None  # last counter and timestamp given
 
     def reset(self) -> None:
-        """Forget everything (device restarted, counter jumped back)."""
-        self.obs.clear()
-        self.c0 = None
-        self.period_ns = self.nominal_ns
-        self.last_ts = -1
+        """The device restarted (its counter jumped back): re-anchor, keep the drift estimate."""
+        self._new_session()
+        self._restored = self._measured is not None
 
     @property
     def drift_ppm(self) -> float:
         """Device clock error estimate: positive when the device's samples come slower."""
         return (self.period_ns / self.nominal_ns - 1.0) * 1e6
 
-    def observe(self, counter: int, host_ns: int) -> None:
-        """The sample numbered ``counter`` had arrived by ``host_ns``.
+    # -- drift estimate across restarts ---------------------------------------------------
+    def state(self) -> dict | None:
+        """The drift estimate in use (JSON-able), or None before there is one."""
+        return dict(self._measured) if self._measured else None
 
-        Only the least-delayed observation of each ``bucket_s`` is kept for the drift
-        fit, so the cost per observation stays constant however often the port is read.
+    def restore(self, state: dict | None) -> bool:
+        """Use a drift estimate from :meth:`state` (of the same device at the same rate).
+
+        It is kept until the fit spans ``restored_baseline_s``. Returns False (and
+        changes nothing) for a missing, malformed or implausible state.
         """
-        if self.c0 is None:
-            self.c0, self.t0 = counter, host_ns
-            self._bucket = (counter, host_ns)
-            self._bucket_end = counter + self.bucket
-        c, t = counter - self.c0, host_ns - self.t0
-        # keep timestamps causal at once: never later than the data arrived
-        if t - (c * self.period_ns + self.offset_ns) < 0:
-            self.offset_ns = t - c * self.period_ns
-        best_c, best_t = self._bucket
-        if (t - c * self.nominal_ns) < (best_t - self.t0 - (best_c - self.c0) * self.nominal_ns):
-            self._bucket = (counter, host_ns)
-        if counter < self._bucket_end:
-            return
-        self.obs.append(self._bucket)
-        self._bucket = (counter, host_ns)
-        self._bucket_end = counter + self.bucket
-        horizon = counter - self.window_s * 1e9 / self.nominal_ns
-        while len(self.obs) > 2 and self.obs[0][0] < horizon:
-            self.obs.popleft()
-        arr = np.array(self.obs, dtype=np.int64)
-        cs = (arr[:, 0] - self.c0).astype(np.float64)
-        ts = (arr[:, 1] - self.t0).astype(np.float64)
-        if cs[-1] - cs[0] >= self.min_baseline:
-            r = ts - cs * self.nominal_ns
-            mid = cs[0] + (cs[-1] - cs[0]) / 2
-            old, new = cs < mid, cs >= mid
-            i1 = np.flatnonzero(old)[np.argmin(r[old])]
-            i2 = np.flatnonzero(new)[np.argmin(r[new])]
-            if cs[i2] > cs[i1]:
-                self.period_ns = self.nominal_ns + (r[i2] - r[i1]) / (cs[i2] - cs[i1])
-        self.offset_ns = float(np.min(ts - cs * self.period_ns))
+        try:
+            rate, ppm = float(state["rate_hz"]), float(state["drift_ppm"])
+            measured_ns, baseline_s = int(state.get("measured_ns", 0)), float(state.get("baseline_s", 0.0))
+        except (KeyError, TypeError, ValueError):
+            return False
+        if not (math.isfinite(ppm) and abs(ppm) <= self.max_drift_ppm
+                and abs(rate - self.rate_hz) <= 1e-9 * self.rate_hz):
+            return False
+        self.period_ns = self.nominal_ns * (1.0 + ppm * 1e-6)
+        self._measured = {"rate_hz": rate, "drift_ppm": ppm, "measured_ns": measured_ns,
+                          "baseline_s": baseline_s}
+        self._restored = True
+        return True
 
+    # -- observations ------------------------------------------------------------------
+    def observe(self, counter: int, host_ns: int) -> bool:
+        """The read ending with sample ``counter`` arrived at ``host_ns``; True once :attr:`ready`.
+
+        O(1) per read, besides the hull update when a bucket closes.
+        """
+        if self._origin is None:
+            self._origin = (counter, host_ns)
+            self._session_ns = host_ns
+        c0, t0 = self._origin
+        c, t = counter - c0, host_ns - t0
+        if self._prev is not None:
+            pc, pt = self._prev
+            if c <= pc:
+                return self.ready  # nothing new
+            if (c - pc) * self.period_ns <= (t - pt) + self.backlog_tol_ns:
+                self._confirm(pc, pt)  # no more samples came than time passed: the previous read was live
+        self._prev = (c, t)
+        if self._bucket_end is None:
+            self._bucket_end = (c // self.bucket + 1) * self.bucket
+        elif c >= self._bucket_end:
+            self._close_bucket(c, t)
+        r = t - c * self.period_ns  # every arrival is an upper bound: it may lower the line
+        if self._offset is None or r < self._offset:
+            self._offset = r
+        self._cap = (c, t)
+        if not self.ready:
+            self._held.append((c, t))
+            live = self._first_confirmed is not None and c - self._first_confirmed >= self.anchor_span
+            if live or host_ns - self._session_ns >= self.max_unanchored_ns:
+                self._anchor()
+        return self.ready
+
+    def force_anchor(self) -> bool:
+        """Give timestamps now although no read is confirmed live yet (silence, shutdown)."""
+        if not self.ready and self._origin is not None:
+            self._anchor()
+        return self.ready
+
+    def _anchor(self) -> None:
+        # the line goes below every read held so far, so back-dated samples stay causal
+        held = np.array(self._held, dtype=np.float64).reshape(-1, 2)
+        if len(held):
+            self._offset = min(self._offset, float(np.min(held[:, 1] - held[:, 0] * self.period_ns)))
+        self._held.clear()
+        self.ready = True
+
+    def _confirm(self, c: int, t: int) -> None:
+        if self._first_confirmed is None:
+            self._first_confirmed = c
+        r = t - c * self.period_ns
+        if self._best is None or r < self._best[2]:
+            self._best = (c, t, r)
+
+    def _close_bucket(self, c: int, t: int) -> None:
+        if self._best is not None:
+            p = (self._best[0], self._best[1])
+            self._points.append(p)
+            _push_lower_hull(self._hull, p)
+            self._best = None
+        self._bucket_end = (c // self.bucket + 1) * self.bucket
+        pts = self._points
+        if pts and pts[0][0] < c - self.window - self.window // 8:  # expire an eighth at a time
+            while pts and pts[0][0] < c - self.window:
+                pts.popleft()
+            self._hull = []
+            for p in pts:
+                _push_lower_hull(self._hull, p)
+        self._refit(t)
+        recent = []
+        for pc, pt in reversed(pts):
+            if pc < c - self.offset_window:
+                break
+            recent.append(pt - pc * self.period_ns)
+        if recent:
+            self._offset = min(recent)  # the caller lowers it onto this read too
+
+    def _refit(self, t: int) -> None:
+        pts, hull = self._points, self._hull
+        if len(hull) < 2:
+            return
+        span = pts[-1][0] - pts[0][0]
+        if span < (self.restored_span if self._restored else self.min_span):
+            return
+        mid = (pts[0][0] + pts[-1][0]) / 2
+        i = 0
+        while hull[i + 1][0] < mid:
+            i += 1
+        (x1, y1), (x2, y2) = hull[i], hull[i + 1]
+        slope = (y2 - y1) / (x2 - x1)
+        if x2 == mid and i + 2 < len(hull):  # on a vertex: any slope between its edges supports it
+            x3, y3 = hull[i + 2]
+            slope = (slope + (y3 - y2) / (x3 - x2)) / 2
+        ppm = (slope / self.nominal_ns - 1.0) * 1e6
+        if abs(ppm) > self.max_drift_ppm:
+            return  # not a crystal: a latency change inside the window; keep the last estimate
+        self.period_ns = slope
+        self._restored = False
+        self._measured = {"rate_hz": self.rate_hz, "drift_ppm": ppm, "measured_ns": self._origin[1] + t,
+                          "baseline_s": span / self.rate_hz}
+
+    # -- output ------------------------------------------------------------------------
     def timestamps(self, counters: np.ndarray) -> np.ndarray:
-        """int64 ns for each counter, strictly increasing across calls."""
-        if self.c0 is None:
-            raise RuntimeError("observe() a counter before asking for timestamps")
-        rel = (counters - self.c0).astype(np.float64) * self.period_ns + self.offset_ns
-        ts = self.t0 + np.rint(rel).astype(np.int64)
-        if len(ts) and ts[0] <= self.last_ts:
-            ts += self.last_ts + 1 - ts[0]
-        if len(ts):
-            self.last_ts = int(ts[-1])
+        """int64 ns for each counter (increasing, none before the last call's), strictly increasing.
+
+        ``counters`` are the samples of the reads observed since the last call.
+        """
+        if not self.ready:
+            raise RuntimeError("no timestamps before observe() returned True (or force_anchor())")
+        c0, t0 = self._origin
+        u = (np.asarray(counters, dtype=np.int64) - c0).astype(np.float64)
+        n = len(u)
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        period = self.period_ns
+        est = self._offset + u * period  # the line
+        if self._out is not None and u[-1] > self._out[0]:
+            oc, ot = self._out
+            excess = ot - (self._offset + oc * period)  # how far the last timestamp is off the line
+            if excess:
+                left = abs(excess) - self.slew * period * (u - oc)
+                est += np.copysign(np.maximum(left, 0.0), excess)
+            cap = self._cap[1]
+            if est[-1] > cap:  # the read came earlier than that: spread its samples up to its arrival
+                est = ot + (u - oc) * ((cap - ot) / (u[-1] - oc))
+        ts = t0 + np.rint(est).astype(np.int64)
+        # strictly increasing, also across sessions (a no-op unless < 1 ns per sample is left)
+        k = np.arange(n, dtype=np.int64)
+        w = np.maximum.accumulate(ts - k)
+        if self._last_ts is not None:
+            np.maximum(w, self._last_ts + 1, out=w)
+        ts = w + k
+        self._out = (float(u[-1]), float(ts[-1] - t0))
+        self._last_ts = int(ts[-1])
+        if self.latency_ns:
+            ts -= self.latency_ns
         return ts

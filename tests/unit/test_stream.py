@@ -111,13 +111,19 @@ def _simulate_clock(ppm, seconds=120.0, rate=10_000, chunk=50, seed=0):
     t0 = 1_700_000_000_000_000_000
     c = 0
     errors = []
+    held = []  # as the acquisition does: no timestamps until the clock has seen live reads
     for _ in range(int(seconds * rate / chunk)):
         counters = np.arange(c, c + chunk)
         c += chunk
+        held.append(counters)
+        true_last = t0 + counters[-1] * period
+        if not clock.observe(int(counters[-1]), int(true_last + rng.uniform(0.1e6, 3e6))):  # 0.1–3 ms late
+            continue
+        counters = np.concatenate(held)
+        held.clear()
         true = t0 + counters * period
-        clock.observe(int(counters[-1]), int(true[-1] + rng.uniform(0.1e6, 3e6)))  # 0.1–3 ms late
         ts = clock.timestamps(counters)
-        assert np.all(ts <= true[-1] + 3e6)
+        assert np.all(ts <= true_last + 3e6)
         errors.append(float((ts - true).mean()))
     return clock, np.array(errors)
 
@@ -133,11 +139,16 @@ def test_clock_follows_a_drifting_device(ppm):
 
 def test_timestamps_are_strictly_increasing_across_updates():
     clock = StreamClock(1000)
-    clock.observe(9, 10_000_000)
-    a = clock.timestamps(np.arange(0, 10))
-    clock.observe(19, 15_000_000)  # arrived earlier than predicted: the line moves down
-    b = clock.timestamps(np.arange(10, 20))
+    # 10 ms reads, 5 ms late: live from the second read on, timestamps once 0.2 s are confirmed
+    c = 0
+    while not clock.observe(c + 9, (c + 9) * 1_000_000 + 5_000_000):
+        c += 10
+    a = clock.timestamps(np.arange(0, c + 10))
+    c += 10
+    clock.observe(c + 9, (c + 9) * 1_000_000 + 1_000_000)  # arrived 4 ms earlier than predicted: the line moves down
+    b = clock.timestamps(np.arange(c, c + 10))
     assert np.all(np.diff(np.concatenate([a, b])) > 0)
+    assert b[-1] == (c + 9) * 1_000_000 + 1_000_000  # never later than it arrived: spread up to it
 
 
 def test_gaps_in_the_counter_become_events_with_the_missing_count():

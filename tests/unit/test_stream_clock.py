@@ -1,0 +1,483 @@
+"""The stream clock on synthetic arrivals built from a known truth.
+
+Truth: sample ``c`` was taken at ``τ(c) = a + (c − c_base)·T`` with ``T = T_nom·(1 + ppm·1e-6)``.
+A read ending with sample ``c_k`` arrives at ``A_k = τ(c_k) + L + j_k``: ``L`` is the constant
+latency the clock is told (``latency_ns``), ``j_k ≥ 0`` the rest (jitter; for a read out of a
+backlog, how long its last sample waited). The error of a timestamp is ``e(c) = ts(c) − τ(c)``;
+``δ = P − T`` is the error of the clock's period ``P`` (ns per sample) when it gives ``ts``.
+
+Every test feeds its reads as :class:`daq.stream_acquisition.StreamAcquisition` does (samples
+held until ``observe`` returns True, then timestamped together) and :func:`_feed` asserts, for
+every sample, what the algorithm guarantees (σ = ``clock.slew``, B = ``clock.bucket``,
+R = ``clock.offset_window``, both in samples; ``c_out``, ``e_out``: the previous call's last
+sample and its error; ½ ns is the rounding to integer nanoseconds):
+
+(C) causal: ``ts(c) ≤ A_k − L`` for every sample of read ``k``; no slack at all.
+(M) strictly increasing across calls.
+(U) ``e(c) ≤ max(Ū, e_out − (c − c_out)·(σ·T − |δ|)) + ½``, with
+    ``Ū = min_{i∈S} [j_i + |δ|·(D_i + B) + δ_b·B]``, ``D_i = max(c_k − c_i, c_k − c_first)``.
+    Why: the line ``F`` lies on or below the earliest-arriving read among the confirmed reads of
+    the last ``R − B`` samples and the current read (S): for a read ``i`` in S, the bucket
+    point ``s`` kept for it (within B samples) arrived no later relative to the line of its
+    time than read ``i`` did, so ``F(c) − τ(c) ≤ j_i + δ_b·B + |δ|·(|c − c_i| + B)``, where
+    ``δ_b`` is the largest period error while those buckets filled (``D_i`` bounds
+    ``|c − c_i|`` over the call). The timestamps are the line, or above it while an excess
+    is slewed off at σ periods per sample, which lowers the error by at least ``σ·T − |δ|``
+    per sample (``(1 − σ)·P − T = −σT + (1 − σ)δ``), or below that slewed line when a read
+    came earlier than it (spread up to the arrival). On the first call S is every read so
+    far (the anchor is below all of them) and there is no bucket term.
+(S) slewed: consecutive timestamps are ``(1 ± σ)·P`` apart or anything between (±1 ns of
+    rounding), except in a read that came earlier than that allows: then its samples are
+    evenly spaced, closer than ``(1 − σ)·P``, and the last one is exactly ``A_k − L``. The
+    first call's samples lie on the line: ``P`` apart.
+(L) ``e(c) ≥ min(e_out, −|δ|·H) − ½``: the line goes through some read ``i`` with ``j_i ≥ 0``
+    within ``H`` samples (the last ``R + B`` samples, or since the session began until
+    the first refit after anchoring), so ``F − τ ≥ −|δ|·H``; slewing up from below only
+    raises the error; spreading a read lies between ``e_out`` and ``j_k ≥ 0``.
+
+With ``δ = 0`` (L) says: never earlier than the truth. Reads are "certainly confirmed" (in S)
+when the next read holds no more samples than the elapsed time allows, with P at its
+clamp ``T_nom·(1 + 1000 ppm)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from drivers.stream_clock import CounterUnwrapper, StreamClock
+
+RATE = 10_000.0
+T_NOM = 1e9 / RATE
+T0 = 1_700_000_000_000_000_000  # host clock at c_base, ns
+L_NS = 1_000_000  # calibrated constant latency: 1 ms
+J_NS = 1.5e6  # jitter uniform in [0, 1.5 ms): below the clock's 2 ms backlog tolerance
+CHUNK = 50  # samples per live read: 5 ms
+
+
+@dataclass
+class Scenario:
+    """Reads (counters, arrival ns relative to T0) and the truth they were made from."""
+
+    ppm: float
+    c_base: int = 0
+    reads: list[tuple[np.ndarray, int]] = field(default_factory=list)
+
+    @property
+    def period(self) -> float:
+        return T_NOM * (1 + self.ppm * 1e-6)
+
+    def tau(self, c) -> np.ndarray:
+        """True time of samples ``c``, ns relative to T0 (float)."""
+        return (np.asarray(c, dtype=np.int64) - self.c_base).astype(np.float64) * self.period
+
+    def live(self, c_start: int, seconds: float, rng: np.random.Generator, latency_ns: int = L_NS,
+             jitter_ns: float = J_NS) -> int:
+        """Live reads of CHUNK samples from ``c_start``, each late by latency + U(0, jitter)."""
+        c = c_start
+        for _ in range(round(seconds * RATE / CHUNK)):
+            cs = np.arange(c, c + CHUNK, dtype=np.int64)
+            c += CHUNK
+            self.reads.append((cs, int(np.ceil(self.tau(cs[-1]) + latency_ns + rng.uniform(0, jitter_ns)))))
+        return c
+
+    def burst(self, c_start: int, seconds: float, first_arrival: int, per_read: int = 256,
+              spacing_ns: int = 5_000) -> int:
+        """A backlog: ``seconds`` of samples read out of a buffer in 256-sample reads 5 µs apart."""
+        end = c_start + round(seconds * RATE)
+        for i, c in enumerate(range(c_start, end, per_read)):
+            self.reads.append((np.arange(c, min(c + per_read, end), dtype=np.int64),
+                               first_arrival + i * spacing_ns))
+        return end
+
+
+@dataclass
+class Result:
+    counters: np.ndarray  # every timestamped sample, in order
+    errors: np.ndarray  # ts − τ, ns
+    ready_at: int  # index of the read that made the clock ready
+    drift: np.ndarray  # drift_ppm after each read
+    dmax: float  # max |δ| seen, ns per sample
+    j: np.ndarray  # j_k per read
+    live: np.ndarray  # read certainly confirmed by the next one
+    spacing: np.ndarray  # (ts(c) − ts(c − 1)) / P for every sample after the first
+    spread: int  # reads spread up to their arrival (came earlier than slewing allows)
+
+
+def _feed(clock: StreamClock, sc: Scenario, latency_ns: int = L_NS) -> Result:
+    """Feed the reads as the acquisition does; assert (C), (M), (U), (L) on every call."""
+    T = sc.period
+    ends = np.array([int(r[0][-1]) for r in sc.reads], dtype=np.int64)
+    arrivals = np.array([r[1] for r in sc.reads], dtype=np.int64)
+    j = (arrivals - latency_ns) - sc.tau(ends)
+    assert j.min() >= 0, "a scenario must not arrive before its truth"
+    n = np.diff(ends)
+    live = np.zeros(len(ends), dtype=bool)
+    live[:-1] = n * T_NOM * (1 + 1e-3) <= np.diff(arrivals) + clock.backlog_tol_ns
+    B, R, sigma = clock.bucket, clock.offset_window, clock.slew
+    origin = int(ends[0])
+    held: list[int] = []
+    drift = np.empty(len(ends))
+    dmax = abs(clock.period_ns - T)
+    dk = np.empty(len(ends))  # |δ| after each read
+    d0 = dmax  # before the first
+    out: tuple[int, float] | None = None  # last counter given and its error
+    last_ts = None
+    ready_at = -1
+    all_c, all_e, all_s = [], [], []
+    spread = 0
+    for k, (cs, arrival) in enumerate(sc.reads):
+        ready = clock.observe(int(cs[-1]), T0 + arrival)
+        delta = clock.period_ns - T
+        dmax = max(dmax, abs(delta))
+        dk[k] = abs(delta)
+        drift[k] = clock.drift_ppm
+        held.append(k)
+        if not ready:
+            continue
+        counters = np.concatenate([sc.reads[i][0] for i in held])
+        ts = clock.timestamps(counters)
+        e = (ts - T0).astype(np.float64) - sc.tau(counters)
+        # (C) every sample no later than its own read arrived, minus the latency
+        limit = np.concatenate([np.full(len(sc.reads[i][0]), T0 + sc.reads[i][1] - latency_ns) for i in held])
+        assert np.all(ts <= limit), f"read {k}: a timestamp later than its data arrived"
+        # (M)
+        assert np.all(np.diff(ts) > 0) and (last_ts is None or ts[0] > last_ts), f"read {k}: not increasing"
+        c_k = int(cs[-1])
+        # (S)
+        P = clock.period_ns
+        if out is None:
+            gaps = np.diff(ts) / np.diff(counters)
+            assert np.all(np.abs(gaps - P) <= 1), f"read {k}: the first timestamps are off the line"
+        else:
+            gaps = np.diff(np.concatenate([[last_ts], ts])) / np.diff(np.concatenate([[out[0]], counters]))
+            slewed = np.all((gaps >= (1 - sigma) * P - 1) & (gaps <= (1 + sigma) * P + 1))
+            if not slewed:
+                assert ts[-1] == T0 + arrival - latency_ns, f"read {k}: spacing off, yet not spread to arrival"
+                assert gaps.max() <= (1 - sigma) * P + 1 and gaps.max() - gaps.min() <= 2, f"read {k}: uneven"
+                spread += 1
+        all_s.append(gaps / P)
+        last_ts = int(ts[-1])
+        if out is None:  # the anchoring call: the line is below every read so far
+            ready_at = k
+            S = np.array(held)
+            D = c_k - min(int(counters[0]), int(ends[S].min()))
+            U = j[S].min() + abs(delta) * D
+            assert np.all(e <= U + 0.5), f"read {k}: back-dated error {e.max():.1f} > bound {U:.1f}"
+            H = c_k - min(int(counters[0]), origin)
+            assert np.all(e >= -abs(delta) * H - 0.5), f"read {k}: error {e.min():.1f} < −|δ|H"
+        else:
+            c_out, e_out = out
+            lo = np.searchsorted(ends, c_k - R + B)
+            window = np.arange(lo, k)
+            S = np.concatenate([window[live[window]], [k]])
+            lo = np.searchsorted(ends, c_k - R - 2 * B)  # a read is put in its bucket with the
+            d_b = max(dk[max(lo - 1, 0):k + 1].max(), d0 if lo == 0 else 0.0)  # previous read's period
+            D = np.maximum(c_k - ends[S], c_k - int(counters[0]))
+            U = np.min(j[S] + abs(delta) * (D + B) + d_b * B)
+            slewed = e_out - (counters - c_out) * (sigma * T - abs(delta))
+            bound = np.maximum(U, slewed) + 0.5
+            assert np.all(e <= bound), (f"read {k}: error {e.max():.1f} ns above the bound "
+                                        f"{bound[np.argmax(e - bound)]:.1f}")
+            since_anchor = c_k < int(ends[ready_at]) + 2 * B  # until the first refit after the anchor
+            H = c_k - (origin if since_anchor else min(int(counters[0]), c_k - R - B))
+            floor = min(e_out, -abs(delta) * H) - 0.5
+            assert np.all(e >= floor), f"read {k}: error {e.min():.1f} ns below {floor:.1f}"
+        out = (int(counters[-1]), float(e[-1]))
+        held.clear()
+        all_c.append(counters)
+        all_e.append(e)
+    return Result(np.concatenate(all_c), np.concatenate(all_e), ready_at, drift, dmax, j, live,
+                  np.concatenate(all_s), spread)
+
+
+def _anchor_read(sc: Scenario, res: Result, clock: StreamClock, first: int = 0) -> int:
+    """The read at which confirmed reads (from read ``first`` on) first span ``anchor_span``."""
+    ends = np.array([int(r[0][-1]) for r in sc.reads])
+    confirmed = np.flatnonzero(res.live[first:]) + first
+    c1 = ends[confirmed[0]]
+    return int(np.flatnonzero((ends >= c1 + clock.anchor_span) & (np.arange(len(ends)) > confirmed[0]))[0])
+
+
+@pytest.mark.parametrize("window_s", [120.0, 8.0])
+def test_jitter_is_filtered_to_the_earliest_recent_arrival(window_s):
+    """0 ppm, 1 ms calibrated latency, 0–1.5 ms jitter, 60 s of 5 ms reads.
+
+    Every sample satisfies (C), (M), (S), (U), (L) (see the module docstring); with the
+    truth's period nominal, (L) is ``e ≥ min(e_out, −|δ|H)``: with the 2 s fit the period
+    error stays below a few ns per 10⁵, so no timestamp is more than nanoseconds earlier
+    than the truth. The clock is ready exactly when the confirmed live reads span 0.2 s
+    (anchor_s). With an 8 s window the oldest points expire (and the hull is rebuilt)
+    every second: the same bounds hold.
+    """
+    sc = Scenario(ppm=0.0)
+    sc.live(0, 60.0, np.random.default_rng(1))
+    clock = StreamClock(RATE, latency_ns=L_NS, window_s=window_s)
+    res = _feed(clock, sc)
+    assert res.ready_at == _anchor_read(sc, res, clock)
+    assert res.counters[0] == 0 and len(res.counters) == 600_000  # the held reads are back-dated, none lost
+    assert abs(clock.drift_ppm) <= res.dmax / T_NOM * 1e6
+
+
+def test_latency_steps_are_slewed_or_spread_never_late_never_back():
+    """The transport delay steps: +5 ms, then 1 ms earlier, then 4 ms earlier, then 3 ms later.
+
+    Drift restored as exactly nominal (no fit for 30 s), jitter 0–0.1 ms, so only the output
+    stage is at work. Besides (C), (M), (U), (L), (S) on every sample:
+    1 ms earlier is less than a 50-sample read can slew (σ·50·T = 2.5 ms), so that read's
+    samples step (1 − σ)·P until they meet the line; 4 ms earlier is more, so that read is
+    spread up to its arrival (causality wins over the slew rate: the one case (S) allows);
+    3 ms later raises the line once the early reads leave the 2 s offset window, and the
+    timestamps climb to it at (1 + σ)·P per sample. Each of the three happens.
+    """
+    sc = Scenario(ppm=0.0)
+    rng = np.random.default_rng(6)
+    c = 0
+    for extra_ms, seconds in ((5, 2.0), (4, 2.0), (0, 2.0), (3, 4.0)):
+        c = sc.live(c, seconds, rng, latency_ns=L_NS + extra_ms * 1_000_000, jitter_ns=100_000)
+    clock = StreamClock(RATE, latency_ns=L_NS)
+    assert clock.restore({"rate_hz": RATE, "drift_ppm": 0.0})
+    res = _feed(clock, sc)
+    sigma = clock.slew
+    assert res.spread >= 1
+    assert np.sum(np.abs(res.spacing - (1 - sigma)) < 1e-4) >= 10  # slewing down, at the limit
+    assert np.sum(np.abs(res.spacing - (1 + sigma)) < 1e-4) >= 10  # slewing up, at the limit
+    # in the end the timestamps sit on the earliest arrival of the last 2 s: 3 ms of latency
+    # the clock was not told about, plus the least jitter
+    tail = res.counters >= 9 * RATE
+    assert res.errors[tail].min() >= 3_000_000 - 0.5
+
+
+def test_backlog_at_start_is_back_dated_from_the_counter():
+    """3 s of samples buffered before the port opened come in a burst, then live reads.
+
+    None of the burst reads is confirmed (each next read holds far more samples than the 5 µs
+    between them), so the clock gives no timestamp until the read after the burst confirms
+    the last burst read (which emptied the buffer) and confirmed reads span anchor_s. Then
+    all 3 s are back-dated on a line below every read: (U) with S = every read so far bounds
+    their error by the earliest arrival among them plus |δ|·(3 s + 0.2 s); here δ = 0 (the
+    nominal period is the truth) so the bound is exactly the smallest jitter seen: tens of µs,
+    where "backlog read taken as now" would have been 3 s.
+    """
+    sc = Scenario(ppm=0.0)
+    rng = np.random.default_rng(2)
+    backlog = 3.0
+    opened = int(np.ceil(sc.tau(round(backlog * RATE) - 1) + L_NS + 300_000))  # 0.3 ms after the last sample came
+    c = sc.burst(0, backlog, opened)
+    n_burst = len(sc.reads)
+    sc.live(c, 20.0, rng)
+    clock = StreamClock(RATE, latency_ns=L_NS)
+    res = _feed(clock, sc)
+    assert not res.live[: n_burst - 1].any() and res.live[n_burst - 1]  # only the read that emptied it
+    assert res.ready_at == _anchor_read(sc, res, clock) > n_burst
+    back_dated = res.counters < backlog * RATE
+    assert back_dated.sum() == backlog * RATE
+    assert res.errors[back_dated].max() <= res.j[: res.ready_at + 1].min() + 0.5
+    assert res.errors[back_dated].min() >= -0.5
+
+
+@pytest.mark.parametrize("ppm", [40.0, -25.0])
+def test_drift_is_found_within_5_ppm_after_30_s(ppm):
+    """A crystal off by +40 / −25 ppm; 60 s of jittered reads.
+
+    Besides (C), (M), (U), (L) on every sample: from 30 s on, the estimate is within 5 ppm,
+    and within the bound the hull's edge at the window's middle guarantees. That line ``F``
+    is the highest below every fit point at the middle ``m``; the truth ``τ + L`` is below all
+    of them too, so ``h = F − τ − L`` (linear, slope δ) has ``h(m) ≥ 0`` and, at each fit
+    point ``s``, ``h(c_s) ≤ j_s ≤ j_i + δ_max·B`` for any confirmed read ``i`` of its bucket.
+    So ``δ ≤ (j_i + δ_max·B)/(c_s − m)`` for buckets right of ``m`` and
+    ``−δ ≤ (j_i + δ_max·B)/(m − c_s)`` left of it; ``m`` is known to within a bucket
+    (the middle of the first and the last closed bucket).
+    """
+    sc = Scenario(ppm=ppm)
+    sc.live(0, 60.0, np.random.default_rng(3))
+    clock = StreamClock(RATE, latency_ns=L_NS)
+    res = _feed(clock, sc)
+    ends = np.array([int(r[0][-1]) for r in sc.reads])
+    after_30 = ends >= 30 * RATE
+    assert np.abs(res.drift[after_30] - ppm).max() <= 5.0
+    B = clock.bucket
+    origin = int(ends[0])
+    bucket = (ends - origin) // B
+    first = bucket[np.flatnonzero(res.live)[0]]
+    for k in np.flatnonzero(after_30)[:: 2000]:  # every 10 s
+        last = bucket[k] - 1  # the bucket closed by the last refit
+        mid_lo = origin + (first * B + last * B) / 2
+        mid_hi = origin + ((first + 1) * B - 1 + (last + 1) * B - 1) / 2
+        usable = res.live & (bucket <= last)
+        start = origin + bucket * B
+        right = usable & (start > mid_hi)
+        left = usable & (start + B - 1 < mid_lo)
+        slack = res.j + res.dmax * B
+        bound = max(np.min(slack[right] / (start[right] - mid_hi)),
+                    np.min(slack[left] / (mid_lo - (start[left] + B - 1))))  # ns per sample
+        err = abs(res.drift[k] - ppm) * 1e-6 * T_NOM
+        assert err <= bound * (1 + 1e-9), f"at {ends[k] / RATE:.0f} s: |δ| {err:.3g} > bound {bound:.3g}"
+
+
+def test_restart_onto_a_streaming_instrument_with_the_drift_restored():
+    """The service restarts while the instrument (+40 ppm) streams on: 3 s wait in its buffer.
+
+    The first run's estimate goes through the state file (JSON) into the new clock, which
+    uses it as is until its own fit spans 30 s (restored_baseline_s). So the back-dated
+    backlog is off by at most the restored |δ| times 3.2 s on top of the earliest arrival
+    ((U), (L)); a clock starting from the nominal period would carry 40 ppm × 3 s = 120 µs.
+    """
+    rng = np.random.default_rng(4)
+    first = Scenario(ppm=40.0)
+    c = first.live(0, 60.0, rng)
+    before = StreamClock(RATE, latency_ns=L_NS)
+    _feed(before, first)
+    saved = json.loads(json.dumps(before.state()))
+    assert set(saved) == {"rate_hz", "drift_ppm", "measured_ns", "baseline_s"}
+    assert saved["baseline_s"] >= 59.0
+
+    sc = Scenario(ppm=40.0)
+    c += round(10 * RATE)  # 10 s down; the last 3 s of it are still in the buffer
+    backlog_start = c - round(3 * RATE)
+    opened = int(np.ceil(sc.tau(c - 1) + L_NS + 300_000))
+    sc.burst(backlog_start, 3.0, opened)
+    sc.live(c, 40.0, rng)
+    after = StreamClock(RATE, latency_ns=L_NS)
+    assert after.restore(saved) and after.drift_ppm == pytest.approx(saved["drift_ppm"], abs=1e-9)
+    res = _feed(after, sc)
+    ends = np.array([int(r[0][-1]) for r in sc.reads])
+    restored = ends < c + 30 * RATE - 2 * after.bucket  # the fit needs 30 s of its own points
+    np.testing.assert_allclose(res.drift[restored], saved["drift_ppm"], rtol=0, atol=1e-9)
+    delta = abs(saved["drift_ppm"] - 40.0) * 1e-6 * T_NOM
+    back_dated = res.counters < c
+    assert back_dated.sum() == 3 * RATE
+    assert res.errors[back_dated].max() <= res.j[: res.ready_at + 1].min() + delta * 3.3 * RATE + 0.5
+    assert res.errors[back_dated].min() >= -delta * 3.3 * RATE - 0.5
+    # the same restart without the saved estimate: the nominal period is 40 ppm off, and the
+    # oldest back-dated samples carry ≈ 40 ppm × 3 s more error
+    fresh = _feed(StreamClock(RATE, latency_ns=L_NS), sc)
+    assert np.abs(fresh.errors[fresh.counters < c]).max() > np.abs(res.errors[back_dated]).max() + 100_000
+
+
+def test_state_is_refused_for_another_rate_or_nonsense():
+    clock = StreamClock(RATE)
+    assert clock.state() is None
+    for bad in (None, {}, {"rate_hz": 20_000, "drift_ppm": 3.0}, {"rate_hz": RATE, "drift_ppm": "x"},
+                {"rate_hz": RATE, "drift_ppm": float("nan")}, {"rate_hz": RATE, "drift_ppm": 5000.0}):
+        assert not clock.restore(bad)
+    assert clock.drift_ppm == 0.0
+    assert clock.restore({"rate_hz": RATE, "drift_ppm": -25.0})
+    assert clock.drift_ppm == pytest.approx(-25.0, abs=1e-9)
+    assert clock.state()["drift_ppm"] == -25.0
+
+
+def test_counter_wrap_goes_through_the_unwrapper_without_a_step():
+    """The uint32 counter wraps 2 s into the run (−25 ppm): the unwrapped counter runs on.
+
+    (C), (M), (U), (L) hold on every sample across the wrap: the clock sees counters past 2³².
+    """
+    c_base = 2**32 - round(2 * RATE)
+    sc = Scenario(ppm=-25.0, c_base=c_base)
+    sc.live(c_base, 8.0, np.random.default_rng(5))
+    unwrap = CounterUnwrapper()
+    wire = Scenario(ppm=-25.0, c_base=c_base)
+    for cs, arrival in sc.reads:
+        raw = (cs & 0xFFFFFFFF).astype(np.uint32)  # as the instrument sends it
+        unwrapped, restarted = unwrap.unwrap(raw)
+        assert not restarted
+        wire.reads.append((unwrapped, arrival))
+    clock = StreamClock(RATE, latency_ns=L_NS)
+    res = _feed(clock, wire)
+    np.testing.assert_array_equal(res.counters, np.arange(c_base, c_base + round(8 * RATE)))
+    assert res.counters[-1] > 2**32
+
+
+def test_a_backlog_that_never_drains_in_time_is_anchored_after_max_unanchored_s():
+    """60 s of backlog read out at 10× real time (1000 samples every 10 ms): never live.
+
+    No read is ever confirmed, so the clock waits max_unanchored_s (5 s of host time) and
+    then anchors below every read so far; each later read, less stale than the one before,
+    pulls the timestamps down by spreading its samples up to its arrival ((S)). (C), (M),
+    (U), (L) hold throughout; with δ = 0, (L) means no timestamp is earlier than the truth.
+    """
+    sc = Scenario(ppm=0.0)
+    opened = int(np.ceil(sc.tau(round(60 * RATE) - 1) + L_NS))
+    for i, c in enumerate(range(0, round(60 * RATE), 1000)):
+        sc.reads.append((np.arange(c, c + 1000, dtype=np.int64), opened + i * 10_000_000))
+    clock = StreamClock(RATE, latency_ns=L_NS)
+    res = _feed(clock, sc)
+    assert not res.live.any()
+    assert res.ready_at == 500  # the first read at least 5 s after the first one
+    assert res.spread == len(sc.reads) - 1 - res.ready_at
+    assert res.errors.min() >= -0.5
+
+
+def test_acquisition_holds_samples_until_the_clock_is_ready_and_flushes_them_on_a_counter_reset():
+    """The acquisition publishes nothing while the clock waits for live reads, then all of it.
+
+    A device restart (counter back to 0) before the clock is ready flushes the held samples
+    on the old count first (anchored on the reads so far), then starts a new one.
+    """
+    from daq.bus import SampleBus, Tagged
+    from daq.stream_acquisition import StreamAcquisition
+    from drivers.stream import FrameCodec, StreamChannel
+
+    codec = FrameCodec([StreamChannel("x", "float32")])
+
+    def frames(c0, n):
+        seq = np.arange(c0, c0 + n)
+        return codec.encode(seq, {"x": seq * 0.5})
+
+    bus = SampleBus()
+    sub = bus.subscribe("t")
+    acq = StreamAcquisition("rig", "amp", port=None, codec=FrameCodec([StreamChannel("x", "float32")]),
+                            rate_hz=1000, bus=bus, latency_ms=2.0)
+    assert acq.clock.latency_ns == 2_000_000
+    t = 10_000_000_000
+    for i in range(5):  # a 1 s backlog read in 200-sample pieces, 50 µs apart
+        acq.process(frames(200 * i, 200), t + i * 50_000)
+    assert acq.status.samples == 0 and not acq.clock.ready
+    c, t = 1000, t + 300_000
+    while not acq.clock.ready:  # then live: 10 samples every 10 ms
+        t += 10_000_000
+        acq.process(frames(c, 10), t)
+        c += 10
+    acq.emit()
+    blocks = []
+    while (x := sub.get_nowait()) is not None:
+        if isinstance(x, Tagged):
+            blocks.append(x.block)
+    [block] = blocks
+    np.testing.assert_array_equal(block.channels["sample"], np.arange(c))
+    assert np.all(np.diff(block.t_ns) > 0) and block.t_ns[-1] <= t - 2_000_000
+    assert acq.status.samples == c
+
+    acq.process(frames(c, 10), t + 10_000_000)  # the clock is ready: published at once
+    acq.process(frames(0, 10), t + 20_000_000)  # the device restarted
+    assert not acq.clock.ready and acq.status.samples == c + 10
+    acq.process(frames(10, 10), t + 30_000_000)
+    acq.emit()  # a silence or a shutdown: held samples are not kept back
+    assert acq.status.samples == c + 30
+
+
+def test_the_service_keeps_a_well_fitted_drift_across_a_clean_restart(tmp_path):
+    from daq.bus import SampleBus
+    from daq.service import Service
+    from daq.stream_acquisition import StreamAcquisition
+    from drivers.stream import FrameCodec
+    from tests.integration.helpers import press_settings
+
+    settings = press_settings(tmp_path, "http://127.0.0.1:1", "db")
+    first = Service(settings, simulate=False)
+    first._saved_clocks = first._load_clocks()
+    assert first._saved_clocks == {}
+    amp, other = (StreamAcquisition("press-01", name, None, FrameCodec([]), 10_000.0, SampleBus())
+                  for name in ("press01_amp", "short_lived"))
+    assert amp.restore_clock({"rate_hz": 10_000.0, "drift_ppm": 39.5, "measured_ns": 1, "baseline_s": 60.0})
+    assert other.restore_clock({"rate_hz": 10_000.0, "drift_ppm": 80.0, "measured_ns": 1, "baseline_s": 3.0})
+    first.acquisitions = [amp, other]
+    first._save_clocks()
+    again = Service(settings, simulate=False)._load_clocks()
+    # only the estimate fitted over ≥ 20 s is kept; the next start restores it exactly
+    assert again == {"press01_amp": {"rate_hz": 10_000.0, "drift_ppm": 39.5, "measured_ns": 1, "baseline_s": 60.0}}
+    fresh = StreamAcquisition("press-01", "press01_amp", None, FrameCodec([]), 10_000.0, SampleBus())
+    assert fresh.restore_clock(again["press01_amp"]) and abs(fresh.clock.drift_ppm - 39.5) < 1e-9
