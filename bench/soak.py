@@ -57,7 +57,10 @@ in the spool), samples lost and duplicated in its window (see below), and what t
 service reported meanwhile (its stored events); RSS of the ``daq`` process
 (``/proc/PID/status`` VmRSS) at the start and end of each process life.
 
-**Checked at the end**, after SIGTERM and a clean drain, against InfluxDB:
+**Checked at the end**, after SIGTERM and a clean drain, against InfluxDB. What the
+clean stop could not send within its 10 s stays in the spool for the next start; the
+soak then does what that start does (the product's writer on the same spool, no
+acquisition) and reports how many lines that took and how long, before the account:
 
 * streams (measurements with a ``sample`` field: ``press01_amp``, ``srm01_analyser``):
   no counter value stored twice (``count − count(distinct)``), and the counter's holes
@@ -118,8 +121,12 @@ from pathlib import Path
 
 import httpx
 
+from daq.bus import SampleBus
 from daq.config import SerialStreamDevice, load_settings
 from daq.influxd import ManagedInfluxd, free_port
+from daq.storage.influx_v1 import InfluxV1Client
+from daq.storage.spool import Spool
+from daq.storage.writer import StorageWriter
 from tests.integration.faults import admin_query, field_keys, influxql, rejected_lines, stored_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,6 +251,7 @@ class Soak:
         self.sabotage = sabotage
         self.data = work / "var"
         self.spool = self.data / "spool"
+        self.leftover_lines, self.leftover_s = 0, 0.0
         self.db = ManagedInfluxd(work / "influxd", port=free_port(), auth_enabled=True)
         self.api_port = free_port()
         self.cfg = work / "soak.toml"
@@ -595,8 +603,31 @@ spool_policy = "drop_oldest"
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await self.stop_service()
+        await self.drain_leftover()
         self.end_ns = time.time_ns()
         await self.http.aclose()
+
+    async def drain_leftover(self) -> None:
+        """What the clean stop could not send in its 10 s stays in the spool for the next start.
+
+        Do what that next start does (the product's writer on the same spool, no
+        acquisition) until the spool is empty, so the account sees every line.
+        """
+        spool = Spool(self.spool, 10**12)
+        self.leftover_lines = spool.lines
+        if not spool.batches:
+            return
+        t0 = time.monotonic()
+        client = InfluxV1Client(self.db.url, DB, USER, PASSWORD, timeout_s=30.0)
+        writer = StorageWriter(client, SampleBus().subscribe("none"), spool)
+        writer.start()
+        while spool.batches and time.monotonic() - t0 < 300:
+            await asyncio.sleep(0.5)
+        await writer.stop()
+        await client.aclose()
+        self.leftover_s = time.monotonic() - t0
+        print(f"  the clean stop left {self.leftover_lines} lines in the spool; the next start's writer "
+              f"sent them in {self.leftover_s:.1f} s", flush=True)
 
     # -- analysis of the readings ---------------------------------------------------------
     def baseline_depth(self) -> int:
