@@ -20,6 +20,22 @@ class PortClosedError(Exception):
     """The port went away (cable pulled, adapter gone, the other end of a pty closed)."""
 
 
+def keep_pending_input(ser: serial.Serial) -> serial.Serial:
+    """Open ``ser`` (created closed) without discarding what the port already holds.
+
+    pyserial's ``open()`` flushes the input queue (``tcflush(TCIFLUSH)``). For an
+    instrument that kept streaming while the service was away, those bytes are samples:
+    they are read like any others (and timestamped from their counter).
+    """
+    flush = ser._reset_input_buffer
+    ser._reset_input_buffer = lambda: None
+    try:
+        ser.open()
+    finally:
+        ser._reset_input_buffer = flush
+    return ser
+
+
 class SerialPort:
     """Non-blocking bulk reads of a pyserial port."""
 
@@ -31,7 +47,12 @@ class SerialPort:
     @classmethod
     def at(cls, path: str, baudrate: int = 921600) -> SerialPort:
         """A port at a device path (opened on :meth:`open`)."""
-        return cls(lambda: serial.Serial(path, baudrate=baudrate, timeout=0, exclusive=True), path)
+        def opener() -> serial.Serial:
+            ser = serial.Serial(None, baudrate=baudrate, timeout=0, exclusive=True)
+            ser.port = path
+            return keep_pending_input(ser)
+
+        return cls(opener, path)
 
     @property
     def is_open(self) -> bool:  # noqa: D102
