@@ -1,9 +1,16 @@
-"""Simulated equipment for rigs marked ``simulate = true``, built from their rig files."""
+"""Simulated equipment for rigs marked ``simulate = true``, built from their rig files.
+
+Developer option: with the environment variable ``RIGDAQ_SIM_TRUTH=DIR`` set, every
+simulator built here (by ``daq run`` or ``daq sim``) records the true time of each sample
+it shows into ``DIR`` (:mod:`drivers.sim.truth`; used by ``bench/timing.py``). Not a
+product setting: it is meant for benchmark-length runs.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 from daq.config import ModbusRtuDevice, ModbusTcpDevice, Rig, ScrewPressParameters, SrmRig
@@ -64,8 +71,15 @@ def counter_origin_file(rig: Rig, data_dir: Path) -> Path:
     return data_dir / "sim" / f"{rig.name}.json"
 
 
-def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimulator:
-    """The rig's simulator: one model, a face per device, where the rig file says."""
+TRUTH_ENV = "RIGDAQ_SIM_TRUTH"
+
+
+def build_simulator(rig: Rig, data_dir: Path, record: bool = False,
+                    truth_dir: Path | None = None) -> RigSimulator:
+    """The rig's simulator: one model, a face per device, where the rig file says.
+
+    ``truth_dir`` (default: ``$RIGDAQ_SIM_TRUTH`` if set): record the true sample times there.
+    """
     plcs, streams, rtus = [], [], []
     for dev in rig.devices:
         if isinstance(dev, ModbusTcpDevice):
@@ -85,11 +99,19 @@ def build_simulator(rig: Rig, data_dir: Path, record: bool = False) -> RigSimula
         sim = SrmRigSimulator(srm_motor(p), srm_sequence(rig), rate, plcs, streams, rtus,
                               seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
                               record=record, mech=mech, autostart=rig.simulation.autostart,
-                              counter_file=counter_origin_file(rig, data_dir))
+                              counter_file=counter_origin_file(rig, data_dir),
+                              stream_buffer_s=rig.simulation.stream_buffer_s)
     else:
         sim = ScrewPressSimulator(press_parameters(rig.parameters), plcs, streams, rtus,
                                   seed=rig.simulation.seed, clock_ppm=rig.simulation.clock_ppm,
-                                  record=record, counter_file=counter_origin_file(rig, data_dir))
+                                  record=record, counter_file=counter_origin_file(rig, data_dir),
+                                  stream_buffer_s=rig.simulation.stream_buffer_s)
+    if truth_dir is None and os.environ.get(TRUTH_ENV):
+        truth_dir = Path(os.environ[TRUTH_ENV])
+    if truth_dir is not None:
+        log.warning("%s: recording true sample times in %s (developer option %s)", rig.name, truth_dir,
+                    TRUTH_ENV)
+        sim.set_truth_sink(truth_dir)
     sim.faults.schedule = [Scheduled(f.device, f.kind, f.at_s, f.duration_s)
                            for f in rig.simulation.faults]
     return sim

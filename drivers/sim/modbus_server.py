@@ -43,6 +43,7 @@ class RegisterImage:
                 size = (size + 15) // 16 * 16
             self.arrays[table] = np.zeros(size, dtype=np.uint16)
         self._by_name = {f.name: f for f in fields}
+        self.tick = -1  # the scan it shows (the simulator's plc_tick); -1 before the first
 
     def set(self, values: dict[str, object]) -> None:
         """Encode engineering values into the image (unknown names are ignored)."""
@@ -98,6 +99,7 @@ class _UnitServer:
         self.served_units: Counter[tuple[int, str, int]] = Counter()
         self.written: list[tuple[int, str, int, list[int]]] = []
         self.on_write = None  # called with (unit, table, address, registers) for every write
+        self.on_read = None  # called with (unit name, the image served) for every read answered
         self._server = None
 
     def _devices(self) -> list[SimDevice]:
@@ -122,6 +124,8 @@ class _UnitServer:
         registers[: len(current) - start_address] = current[start_address:]
         self.served[(table, address)] += 1
         self.served_units[(unit, table, address)] += 1
+        if self.on_read is not None:
+            self.on_read(name, image)
         return None
 
     def _unit_of_reply(self, data: bytes) -> int | None:

@@ -20,7 +20,14 @@ service may crash and restart, the instrument does not. Given a ``counter_file``
 simulator keeps there the wall-clock origin of each stream's sample counter (written
 once, at the first start) and every later start begins the counter where the
 instrument would be by now, ``round((now − origin) · rate)`` on the rig's clock. Only
-the numbering moves; the model itself starts afresh as before.
+the numbering moves; the model itself starts afresh as before. An instrument's output
+buffer holds ``stream_buffer_s`` of frames (2 s by default; at least 256 KiB); beyond
+that, while nobody reads, the oldest bytes are lost.
+
+For timing benchmarks a simulator can record the true time of every sample it shows
+(``truth_sink``, :mod:`drivers.sim.truth`): each streamed frame's counter and the host
+time its sample was taken, each register image's ``plc_tick`` and scan time, and which
+image every Modbus read served, and when.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from drivers.sim.modbus_server import ModbusRtuSimServer, ModbusSimServer, Regis
 from drivers.sim.press import PressParameters, ScrewPressModel
 from drivers.sim.pty_link import PtyLink
 from drivers.sim.pty_pair import PtyPair
+from drivers.sim.truth import TruthLog, TruthSink
 from drivers.stream import FrameCodec, LineCodec, StreamChannel
 
 log = logging.getLogger(__name__)
@@ -83,26 +91,28 @@ class StreamFace:
 
 
 class _StreamOut:
-    def __init__(self, face: StreamFace, steps_per_sample: int):
+    def __init__(self, face: StreamFace, steps_per_sample: int, buffer_s: float = 2.0):
         self.face = face
-        # the instrument's output buffer: ≥ 2 s of frames, so a host that stalls for a
-        # moment (or the catch-up burst after it) does not overflow it
-        self.link = PtyLink(face.link, fifo_bytes=max(256 * 1024, int(2 * face.rate_hz * 64)))
         self.codec = FrameCodec(face.channels) if face.format == "binary" else LineCodec(face.channels)
+        # the instrument's output buffer: ≥ buffer_s of frames (≥ 64 bytes a frame assumed), so
+        # a host that stalls for a moment (or the catch-up burst after it) does not overflow it
+        frame = max(64, getattr(self.codec, "frame_len", 0))
+        self.link = PtyLink(face.link, fifo_bytes=max(256 * 1024, int(buffer_s * face.rate_hz * frame)))
         self.every = steps_per_sample
         self.offset = 0  # the instrument's counter at the model's step 0
         self.sent = 0  # samples handed to the pty
         self._frozen: dict | None = None
 
     def emit(self, first_step: int, sample: dict[str, np.ndarray], faults: FaultBoard,
-             rng: np.random.Generator) -> None:
+             rng: np.random.Generator) -> np.ndarray | None:
+        """Send the samples due in this chunk; returns the model steps of the frames sent."""
         if not self.link.is_open or faults.active(self.face.name, "timeout"):
-            return
+            return None
         n = len(next(iter(sample.values())))
         steps = first_step + np.arange(n)
         pick = steps % self.every == 0
         if not pick.any():
-            return
+            return None
         seq = (steps[pick] // self.every + self.offset) & 0xFFFFFFFF  # a uint32 counter: it wraps
         values = {c.name: sample[c.name][pick] for c in self.face.channels}
         if faults.active(self.face.name, "stuck"):
@@ -121,6 +131,7 @@ class _StreamOut:
             data = data[: len(data) - len(data) // 3]
         self.link.write(data)
         self.sent += len(seq)
+        return steps[pick]
 
 
 def counter_origins(path: Path, rates_hz: dict[str, float], now_ns: int) -> dict[str, int]:
@@ -171,13 +182,17 @@ class RigSimulator:
     With a ``counter_file`` the stream instruments' sample counters run on across
     restarts of the simulator, as a real instrument's do across restarts of its host
     (see the module docstring); without one every start counts from 0.
+    ``stream_buffer_s``: seconds of frames each stream instrument's output buffer holds.
+    ``truth_sink`` (a callable or a directory; also :meth:`set_truth_sink`): record the
+    true time of every sample shown (:mod:`drivers.sim.truth`).
     """
 
     task_name = "rig-sim"
 
     def __init__(self, model, plcs: list[PlcFace] = (), streams: list[StreamFace] = (),
                  rtus: list[RtuFace] = (), seed: int = 1, scan_s: float = 0.005,
-                 clock_ppm: float = 0.0, record: bool = False, counter_file: Path | None = None):
+                 clock_ppm: float = 0.0, record: bool = False, counter_file: Path | None = None,
+                 stream_buffer_s: float = 2.0, truth_sink: TruthSink | None = None):
         self.model = model
         self.counter_file = counter_file
         self._prepared = False
@@ -211,11 +226,57 @@ class RigSimulator:
             if every < 1 or abs(rate / every - face.rate_hz) > 1e-6 * face.rate_hz:
                 raise ValueError(f"{face.name}: the model steps at {rate:g} Hz; a stream "
                                  f"rate must divide it (got {face.rate_hz:g} Hz)")
-            self.streams[face.name] = _StreamOut(face, every)
+            self.streams[face.name] = _StreamOut(face, every, stream_buffer_s)
         self.history: dict[int, dict] | None = {} if record else None
         self.last: dict = {}
         self._task: asyncio.Task | None = None
         self._steps_per_ms = round(1e-3 / self.model.dt)
+        # host ns per model step, and the wall-clock ns of step 0 since the model clock (re)started
+        self._step_ns = self.model.dt * 1e9 / (1.0 + self.clock_ppm * 1e-6)
+        self._t0_ns: int | None = None
+        self.truth: TruthLog | None = None
+        if truth_sink is not None:
+            self.set_truth_sink(truth_sink)
+
+    # -- truth (timing benchmarks) ---------------------------------------------------------
+    def set_truth_sink(self, sink: TruthSink | None) -> None:
+        """Record the true time of every sample shown from now on (``None``: stop recording).
+
+        ``sink``: a callable ``(kind, device, {column: int64 array})`` or a directory
+        (see :mod:`drivers.sim.truth`).
+        """
+        if self.truth is not None:
+            self.truth.close()
+        self.truth = None if sink is None else TruthLog(sink)
+        on_read = None if self.truth is None else self._truth_read
+        for server in self.servers.values():
+            server.on_read = on_read
+        for _, server in self.lines.values():
+            server.on_read = on_read
+        if self.truth is None:
+            return
+        common = {"clock_ppm": self.clock_ppm, "model_dt_s": self.model.dt, "host_step_ns": self._step_ns}
+        for name, out in self.streams.items():
+            self.truth.describe(name, {**common, "face": "stream", "rate_hz": out.face.rate_hz,
+                                       "format": out.face.format,
+                                       "frame_bytes": getattr(out.codec, "frame_len", None),
+                                       "fifo_bytes": out.link.fifo_bytes})
+        for name in self.images:
+            self.truth.describe(name, {**common, "face": "registers", "scan_s": self.scan_s,
+                                       "tick_ms": 1.0})
+
+    def _truth_read(self, name: str, image: RegisterImage) -> None:
+        self.truth.record("reads", name, image.tick, time.time_ns())
+
+    def _truth_ns(self, steps: np.ndarray | int) -> np.ndarray:
+        """Wall-clock ns at which the model reached ``steps`` (the state after that many steps)."""
+        if self._t0_ns is None:
+            self._t0_ns = time.time_ns() - round(self.model.step_count * self._step_ns)
+        return self._t0_ns + np.rint(np.asarray(steps, dtype=np.float64) * self._step_ns).astype(np.int64)
+
+    def _model_clock_at(self, step: int) -> None:
+        """The model clock (re)starts: ``step`` is due now."""
+        self._t0_ns = time.time_ns() - round(step * self._step_ns)
 
     # -- endpoints -----------------------------------------------------------------------
     def endpoints(self) -> dict[str, str]:
@@ -250,14 +311,23 @@ class RigSimulator:
         return {}
 
     def _publish(self, first_step: int, sample: dict) -> None:
-        for out in self.streams.values():
-            out.emit(first_step, sample, self.faults, self.rng)
+        truth = self.truth
+        for name, out in self.streams.items():
+            sent = out.emit(first_step, sample, self.faults, self.rng)
+            if truth is not None and sent is not None:
+                # the frame of step s carries the state after s + 1 steps
+                truth.record("frames", name, sent // out.every + out.offset, self._truth_ns(sent + 1))
+                truth.record("link", name, time.time_ns(), out.link.queued_bytes, out.link.dropped_bytes)
         values = {name: float(arr[-1]) for name, arr in sample.items()}
         values["plc_tick"] = self.model.step_count // self._steps_per_ms
         values.update(self._register_values(values))
+        scan_ns = None if truth is None else int(self._truth_ns(self.model.step_count))
         for name, image in self.images.items():
             if not self.faults.active(name, "stuck"):
                 image.set(values)
+                image.tick = values["plc_tick"]
+                if truth is not None:
+                    truth.record("scans", name, image.tick, scan_ns, time.time_ns())
         self.last = values
         if self.history is not None:
             self.history[values["plc_tick"]] = values
@@ -287,6 +357,7 @@ class RigSimulator:
     async def _run(self) -> None:
         rate = (1.0 + self.clock_ppm * 1e-6) / self.model.dt  # rig-clock steps per host second
         start = time.monotonic() - self.model.step_count / rate
+        self._model_clock_at(self.model.step_count)
         while True:
             await self.faults.tick()
             due = int((time.monotonic() - start) * rate)
@@ -334,7 +405,9 @@ class RigSimulator:
     async def start(self) -> None:
         """Publish the first image, open every face, start the model clock."""
         await self.prepare()
+        await self.faults.tick()  # faults scheduled at 0 s are on from the first sample
         self.continue_counters()
+        self._model_clock_at(self.model.step_count + self._steps_per_ms)  # the first image is "now"
         self._advance(self._steps_per_ms)
         started: list = []
         try:
@@ -369,6 +442,8 @@ class RigSimulator:
         for pair, server in self.lines.values():
             await server.stop()
             pair.close()
+        if self.truth is not None:
+            self.truth.close()
 
 
 class ScrewPressSimulator(RigSimulator):
@@ -379,10 +454,11 @@ class ScrewPressSimulator(RigSimulator):
     def __init__(self, params: PressParameters, plcs: list[PlcFace] = (),
                  streams: list[StreamFace] = (), rtus: list[RtuFace] = (), seed: int = 1,
                  scan_s: float = 0.005, clock_ppm: float = 0.0, record: bool = False,
-                 recipe: str = "DIE-A113", counter_file: Path | None = None):
+                 recipe: str = "DIE-A113", counter_file: Path | None = None,
+                 stream_buffer_s: float = 2.0, truth_sink: TruthSink | None = None):
         self.recipe = recipe
         super().__init__(ScrewPressModel(params, seed=seed), plcs, streams, rtus, seed, scan_s,
-                         clock_ppm, record, counter_file)
+                         clock_ppm, record, counter_file, stream_buffer_s, truth_sink)
 
     def _register_values(self, values: dict) -> dict:
         m = self.model

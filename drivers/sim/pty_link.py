@@ -3,11 +3,15 @@
 The simulator writes into the master; whoever opens the link path (the service, or
 any serial terminal) reads the device's output. Like a real instrument the output has
 a bounded FIFO: when nobody reads, the oldest bytes are lost (the reader then sees a
-gap in the sequence counter), and the writer never blocks.
+gap in the sequence counter), and the writer never blocks. Inside an event loop the FIFO
+drains whenever the pty takes more (as a UART drains its FIFO continuously), not only
+when the simulator next writes, so a reader catching up on a backlog gets it as fast as
+it reads (no line-rate limit).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -28,6 +32,7 @@ class PtyLink:
         self.slave: int | None = None
         self._pending = bytearray()
         self.dropped_bytes = 0
+        self._drain_loop: asyncio.AbstractEventLoop | None = None  # watching the master for room
 
     def open(self) -> None:
         """Create the pty and the link (replacing a stale link)."""
@@ -46,11 +51,28 @@ class PtyLink:
     def is_open(self) -> bool:  # noqa: D102
         return self.master is not None
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in the FIFO because the pty took no more (nobody reads fast enough)."""
+        return len(self._pending)
+
     def write(self, data: bytes) -> None:
         """Queue ``data`` and push as much as the pty takes; drop the oldest beyond the FIFO."""
         if self.master is None:
             return
         self._pending += data
+        self._push()
+        excess = len(self._pending) - self.fifo_bytes
+        if excess > 0:
+            del self._pending[:excess]
+            self.dropped_bytes += excess
+        if self._pending and self._drain_loop is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: the next write pushes on
+                loop = asyncio.get_running_loop()
+                loop.add_writer(self.master, self._drain)
+                self._drain_loop = loop
+
+    def _push(self) -> None:
         while self._pending:
             try:
                 n = os.write(self.master, self._pending)
@@ -61,10 +83,20 @@ class PtyLink:
                     break
                 raise
             del self._pending[:n]
-        excess = len(self._pending) - self.fifo_bytes
-        if excess > 0:
-            del self._pending[:excess]
-            self.dropped_bytes += excess
+
+    def _drain(self) -> None:
+        """The pty has room: push on; stop watching once the FIFO is empty."""
+        if self.master is not None:
+            self._push()
+        if not self._pending or self.master is None:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        if self._drain_loop is not None:
+            if self.master is not None:
+                with contextlib.suppress(Exception):  # the loop may be closed already
+                    self._drain_loop.remove_writer(self.master)
+            self._drain_loop = None
 
     def read(self) -> bytes:
         """Bytes the other side wrote to us (for request/response devices)."""
@@ -77,6 +109,7 @@ class PtyLink:
 
     def close(self, unlink: bool = True) -> None:
         """Hang up: the reader gets an error, as when a cable is pulled."""
+        self._unwatch()
         for fd in (self.master, self.slave):
             if fd is not None:
                 with contextlib.suppress(OSError):

@@ -10,6 +10,7 @@ from pathlib import Path
 from drivers.sim.press_sim import PlcFace, RigSimulator, RtuFace, StreamFace
 from drivers.sim.srm import SrmMotor
 from drivers.sim.srm_rig import RigMechanics, SeqStep, SrmRigModel
+from drivers.sim.truth import TruthSink
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ class SrmRigSimulator(RigSimulator):
     """The motor, dynamometer and test sequence behind the rig controller and the analyser.
 
     The controller's ``command`` register (if the map has it, writable) starts (1) or
-    stops (2) the test sequence.
+    stops (2) the test sequence. ``stream_buffer_s`` and ``truth_sink``: as
+    :class:`RigSimulator`.
     """
 
     task_name = "srm-sim"
@@ -27,9 +29,11 @@ class SrmRigSimulator(RigSimulator):
                  plcs: list[PlcFace] = (), streams: list[StreamFace] = (), rtus: list[RtuFace] = (),
                  seed: int = 1, clock_ppm: float = 0.0, record: bool = False,
                  mech: RigMechanics | None = None, autostart: bool = True,
-                 counter_file: Path | None = None):
+                 counter_file: Path | None = None, stream_buffer_s: float = 2.0,
+                 truth_sink: TruthSink | None = None):
         model = SrmRigModel(motor, sequence, rate_hz, mech, seed=seed, autostart=autostart)
-        super().__init__(model, plcs, streams, rtus, seed, 0.005, clock_ppm, record, counter_file)
+        super().__init__(model, plcs, streams, rtus, seed, 0.005, clock_ppm, record, counter_file,
+                         stream_buffer_s, truth_sink)
         self._commands = {}
         for faces in (plcs, rtus):
             for face in faces:
