@@ -2,9 +2,18 @@
 
 Raw register rows are collected into a preallocated ``uint16[n, R]`` buffer and decoded
 in one go when a block is emitted (every ``block_s``), so per-poll Python work is the
-transport call and a timestamp. A poll's timestamp is the midpoint of its request and
-reply on the host clock. Device faults and recoveries become events with the reason;
-the gap between the last good and the next good sample is recorded as a ``data_gap``.
+transport call and a timestamp. Device faults and recoveries become events with the
+reason; the gap between the last good and the next good sample is recorded as a
+``data_gap``.
+
+Timestamps: a device that names a ``time_register`` (its scan counter or clock, read in
+the same request as the values) stamps each poll with the time of the scan it shows, on
+the PLC's clock held to the host's (:mod:`drivers.plc_time`): the reply's arrival is an
+upper bound on that scan's time and the clock fits the lower envelope. A poll that shows
+the same scan as the one before (the PLC has not scanned since) is not stored again; it
+still counts for the heartbeat. Without a time register a poll's timestamp is the
+midpoint of its request and reply on the host clock: off by up to half the round trip
+either way, plus up to one PLC scan late (the scan shown may be that old).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from daq.bus import SampleBus, Tagged
 from daq.events import Event
 from drivers.block import QUALITY_BAD, QUALITY_STALE, Block
 from drivers.modbus import ModbusPoller
+from drivers.plc_time import PlcClock, TimeRegister
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,7 @@ class DeviceStatus:
     connects: int = 0
     skipped_bytes: int = 0  # streams: bytes outside valid frames
     missing_samples: int = 0  # streams: gaps in the sample counter
+    repeated_scans: int = 0  # time register: polls that showed the previous poll's scan (not stored)
 
 
 class StaleWatch:
@@ -80,10 +91,16 @@ class StaleWatch:
 
 
 class DeviceAcquisition:
-    """Polls one device forever and publishes :class:`Block` s on the bus."""
+    """Polls one device forever and publishes :class:`Block` s on the bus.
+
+    ``time_register``: the device's clock (see the module docstring); it must be read in
+    the poller's only request. Unless ``heartbeat`` names another register it is also the
+    heartbeat: a PLC whose clock stops is hung.
+    """
 
     def __init__(self, rig: str, poller: ModbusPoller, bus: SampleBus, poll_hz: float,
-                 block_s: float = 0.1, heartbeat: str | None = None, stale_after_s: float = 2.0):
+                 block_s: float = 0.1, heartbeat: str | None = None, stale_after_s: float = 2.0,
+                 time_register: TimeRegister | None = None):
         self.rig = rig
         self.poller = poller
         self.bus = bus
@@ -96,22 +113,39 @@ class DeviceAcquisition:
         self._t = np.zeros(self.rows, dtype=np.int64)
         self._q = np.zeros(self.rows, dtype=np.uint8)
         self._failed = np.zeros((self.rows, len(poller.requests)), dtype=bool)
+        self._new = np.ones(self.rows, dtype=bool)  # False: the previous poll's scan again
         self._n = 0
+        self.time_register = time_register
+        self.plc: PlcClock | None = None
+        if time_register is not None:
+            if len(poller.requests) != 1:
+                raise ValueError(f"{poller.name}: time register {time_register.name!r} must be read in the "
+                                 f"same request as every other field (the plan has {len(poller.requests)})")
+            self.plc = PlcClock.of(time_register)
+            self._tick = codec.uint_reader(time_register.name)
+            if heartbeat is None:
+                heartbeat = time_register.name
         self.heartbeat = heartbeat
         self.watch = StaleWatch(stale_after_s)
         self._down_since_ns = 0
         self._last_error_kind = ""
+        self._now = time.time_ns  # the host clock (tests may replace it)
 
     def _event(self, kind: str, message: str, level: str = "info", **fields) -> None:
         self.bus.publish(Event(kind, message, rig=self.rig, device=self.poller.name,
                                level=level, fields=fields))
 
     def emit(self) -> None:
-        """Decode the collected rows and publish them as one block."""
+        """Decode the collected rows and publish them as one block.
+
+        Polls that showed a scan again are decoded for the heartbeat, not published.
+        """
         n = self._n
         if n == 0:
             return
         channels = self.poller.codec.decode(self._raw[:n])
+        t_ns = self._t[:n].copy()
+        quality = self._q[:n].copy()
         valid = None
         failed = self._failed[:n]
         if failed.any():
@@ -120,16 +154,15 @@ class DeviceAcquisition:
                 if failed[:, j].any():
                     for name in names:
                         valid[name] = ~failed[:, j]
-        block = Block(self.poller.measurement, self._t[:n].copy(), channels, self._q[:n].copy(), valid)
         if self.heartbeat is not None and self.heartbeat in channels:
             beat = channels[self.heartbeat]
             ok = valid.get(self.heartbeat) if valid else None
-            t = block.t_ns if ok is None else block.t_ns[ok]
+            t = t_ns if ok is None else t_ns[ok]
             mask, transition = self.watch.update(t, beat if ok is None else beat[ok])
             if ok is None:
-                block.quality[mask] = QUALITY_STALE
+                quality[mask] = QUALITY_STALE
             else:
-                block.quality[np.flatnonzero(ok)[mask]] = QUALITY_STALE
+                quality[np.flatnonzero(ok)[mask]] = QUALITY_STALE
             if transition is True:
                 self.status.state = "stale"
                 msg = f"{self.heartbeat} has not changed for {self.watch.after_ns / 1e9:g} s: device hung?"
@@ -140,7 +173,15 @@ class DeviceAcquisition:
                 self._event("device_recovered", f"{self.heartbeat} is moving again")
         self._n = 0
         self._failed[:n] = False
-        self.bus.publish(Tagged(self.rig, block))
+        keep = self._new[:n]
+        if not keep.all():
+            keep = keep.copy()
+            t_ns, quality = t_ns[keep], quality[keep]
+            channels = {k: v[keep] for k, v in channels.items()}
+            valid = None if valid is None else {k: v[keep] for k, v in valid.items()}
+            if len(t_ns) == 0:
+                return
+        self.bus.publish(Tagged(self.rig, Block(self.poller.measurement, t_ns, channels, quality, valid)))
 
     def _note(self, result, t_ns: int) -> None:
         st = self.status
@@ -176,25 +217,50 @@ class DeviceAcquisition:
 
     async def poll_once(self) -> None:
         """One poll into the next row (emits the block when the buffer is full)."""
-        t0 = time.time_ns()
-        result = await self.poller.poll(self._raw[self._n])
-        t1 = time.time_ns()
-        t_ns = (t0 + t1) // 2
+        row = self._raw[self._n]
+        t0 = self._now()
+        result = await self.poller.poll(row)
+        t1 = self._now()
+        t_ns = (t0 + t1) // 2  # without a time register: the request/reply midpoint
+        new = True
         if result.reconnected:
             self.status.connects += 1
+        if self.plc is not None and result.quality != QUALITY_BAD:
+            restarts = self.plc.restarts
+            stamp = self.plc.stamp(self._tick(row), t1)
+            if self.plc.restarts != restarts:
+                self._clock_jumped()
+            if stamp is None:  # the same scan as the last poll: it keeps that poll's timestamp
+                new = False
+                t_ns = self.status.last_sample_ns or t1
+            else:
+                t_ns = stamp
         self._note(result, t_ns)
         if result.quality == QUALITY_BAD:
             return
         i = self._n
-        self._t[i] = t_ns
         self._q[i] = result.quality
         if result.failed:
             self._failed[i, result.failed] = True
+        self._new[i] = new
         self._n += 1
-        self.status.samples += 1
-        self.status.last_sample_ns = t_ns
+        if new:
+            self._t[i] = t_ns
+            self.status.samples += 1
+            self.status.last_sample_ns = t_ns
+        else:
+            self._t[i] = t1  # for the heartbeat only: when it was seen unchanged
+            self.status.repeated_scans += 1
         if self._n == self.rows:
             self.emit()
+
+    def _clock_jumped(self) -> None:
+        prev, raw, due = self.plc.jump
+        name = self.time_register.name
+        msg = (f"{name} went from {prev} to {raw} where about {due:.0f} counts had passed: the device "
+               "restarted, was stopped or its clock was set; timestamps re-anchored")
+        log.warning("%s/%s: %s", self.rig, self.poller.name, msg)
+        self._event("counter_reset", msg, "warning", reason="time_register")
 
     async def run(self) -> None:
         """Poll at the configured rate until cancelled; emit partial blocks on cancel."""

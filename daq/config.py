@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from analysis.press import METRICS as PRESS_METRICS
 from analysis.srm import METRICS as SRM_METRICS
 from drivers.modbus import silent_interval_s
-from drivers.registers import BYTE_ORDERS, TYPES, RegisterField, plan_reads
+from drivers.plc_time import TimeRegister
+from drivers.registers import BYTE_ORDERS, TYPE_WIDTHS, TYPES, RegisterField, plan_reads
 from drivers.stream import StreamChannel
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", max_length=64
 
 #: Polling faster than this is refused: no Modbus TCP device answers it reliably.
 MAX_POLL_HZ = 1000.0
+
+#: A time register's advance may disagree with the host time by timeout_s plus this (the
+#: time between the PLC's updates of it) before it is taken for a restart.
+TIME_SLACK_S = 1.0
 
 
 class Strict(BaseModel):
@@ -93,6 +98,11 @@ class ModbusDevice(Strict):
 
     Registers poll at ``poll_hz`` unless they name a ``group`` from ``groups``
     (group name → polls per second), e.g. a fast group at 100 Hz and a slow one at 1 Hz.
+
+    ``time_register`` names the device's scan counter or clock (an unsigned integer
+    register counting ``time_unit_s`` seconds, modulo ``time_wrap``): the registers of its
+    poll group, all read in the one request that reads it, are timestamped from it
+    (:mod:`drivers.plc_time`); other groups keep the request/reply midpoint.
     """
 
     name: Name
@@ -105,6 +115,15 @@ class ModbusDevice(Strict):
     reconnect_max_s: float = Field(default=10.0, gt=0, le=600)
     heartbeat: Name | None = Field(default=None, description="a register that changes every scan")
     stale_after_s: float = Field(default=2.0, gt=0, le=3600)
+    time_register: Name | None = Field(default=None, description="the PLC's scan counter or clock: its poll "
+                                       "group is timestamped from it")
+    time_unit_s: float | None = Field(default=None, gt=0, le=1.0,
+                                      description="seconds per count of time_register (0.001: a ms clock)")
+    time_wrap: int | None = Field(default=None, ge=2, description="time_register counts modulo this "
+                                  "(default: 2^bits of its type)")
+    latency_ms: float = Field(default=0.0, ge=0, le=1000,
+                              description="with time_register: calibrated constant delay from a scan to "
+                                          "its reply's arrival, subtracted from timestamps")
     registers: list[RegisterConfig] = Field(min_length=1)
 
     _rate = field_validator("poll_hz")(_check_rate)
@@ -160,6 +179,60 @@ class ModbusDevice(Strict):
             raise ValueError(f"timeout_s {self.timeout_s:g} spans more than 50 poll periods "
                              f"at {fastest:g} Hz")
         return self
+
+    @model_validator(mode="after")
+    def _time_register(self) -> ModbusDevice:
+        name = self.time_register
+        if name is None:
+            extra = [k for k in ("time_unit_s", "time_wrap") if getattr(self, k) is not None]
+            extra += ["latency_ms"] if self.latency_ms else []
+            if extra:
+                keys = " and ".join([", ".join(extra[:-1]), extra[-1]] if len(extra) > 1 else extra)
+                raise ValueError(f"{keys} without time_register")
+            return self
+        reg = next((r for r in self.registers if r.name == name), None)
+        if reg is None:
+            raise ValueError(f"time_register {name!r} is not a register of this device")
+        if reg.type not in ("uint16", "uint32", "uint64"):
+            raise ValueError(f"time_register {name!r} is {reg.type}: it must be uint16, uint32 or uint64 "
+                             "(declare a signed counter as the unsigned type of its width)")
+        if reg.scale != 1.0 or reg.offset != 0.0:
+            raise ValueError(f"time_register {name!r} must not have scale or offset: time_unit_s gives "
+                             "seconds per count")
+        if self.time_unit_s is None:
+            raise ValueError(f"time_register {name!r} needs time_unit_s (seconds per count, e.g. 0.001 "
+                             "for a millisecond clock)")
+        values = 1 << (16 * TYPE_WIDTHS[reg.type][0])
+        wrap = values if self.time_wrap is None else self.time_wrap
+        if wrap > values:
+            raise ValueError(f"time_wrap {wrap} is more than the {values} values a {reg.type} holds")
+        tolerance_s = self.timeout_s + TIME_SLACK_S
+        if wrap * self.time_unit_s < 2 * tolerance_s:
+            raise ValueError(f"time_register {name!r} wraps every {wrap * self.time_unit_s:g} s (time_wrap × "
+                             f"time_unit_s); it must run at least {2 * tolerance_s:g} s (2 × (timeout_s + "
+                             f"{TIME_SLACK_S:g} s)) between wraps, or a wrap cannot be told from a late reply")
+        group = reg.group
+        label = "the default poll group" if group is None else f"poll group {group!r}"
+        fields = [r.to_field() for r in self.registers if r.group == group]
+        reads = plan_reads(fields, self.max_gap)
+        if len(reads) > 1:
+            where = ", ".join(f"{r.table} {r.address}..{r.address + r.count - 1}" for r in reads)
+            raise ValueError(
+                f"time_register {name!r} must be read in one request with every register of {label}, which "
+                f"takes {len(reads)} requests ({where}): make them one contiguous block of ≤ 125 registers "
+                "(max_gap bridges holes) or move the others to another group")
+        return self
+
+    def time_source(self, group: str | None) -> TimeRegister | None:
+        """The time register, for the poll group that reads it (None for every other group)."""
+        if self.time_register is None:
+            return None
+        reg = next(r for r in self.registers if r.name == self.time_register)
+        if reg.group != group:
+            return None
+        wrap = self.time_wrap or 1 << (16 * TYPE_WIDTHS[reg.type][0])
+        return TimeRegister(reg.name, float(self.time_unit_s), wrap, self.timeout_s + TIME_SLACK_S,
+                            round(self.latency_ms * 1e6))
 
     def fields(self) -> list[RegisterField]:
         """Driver-side field definitions, in config order."""

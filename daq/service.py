@@ -215,7 +215,8 @@ class Service:
                                               reconnect_max_s=dev.reconnect_max_s,
                                               measurement=dev.name)
                         acqs.append(DeviceAcquisition(rig.name, poller, self.bus, hz, dev.block_s,
-                                                      dev.heartbeat, dev.stale_after_s))
+                                                      dev.heartbeat, dev.stale_after_s,
+                                                      time_register=dev.time_source(group)))
                 for acq in acqs:
                     self.acquisitions.append(acq)
                     self._tasks.append(self.supervisor.spawn(f"acq {rig.name}/{acq.status.device}", acq.run))

@@ -190,6 +190,25 @@ class RegisterCodec:
                 return r.row_offset + f.address - r.address
         raise ValueError(f"field {f.name!r} is not covered by the read plan")
 
+    def uint_reader(self, name: str):
+        """A function ``row -> int``: unsigned integer field ``name`` of one raw row.
+
+        For per-poll use (a PLC's scan counter): plain Python on a few registers, no numpy
+        call; ``decode`` stays the way to turn whole blocks into channels.
+        """
+        f = next(f for f in self.fields if f.name == name)
+        if not f.type.startswith("uint"):
+            raise ValueError(f"field {name!r} is {f.type}, not an unsigned integer")
+        slot, width = self._slot[name], f.width
+        perm = _byte_permutation(width, f.byte_order)
+
+        def read(row: np.ndarray) -> int:
+            words = row[slot : slot + width].tolist()
+            regs = bytes(b for w in words for b in (w >> 8, w & 0xFF))
+            return int.from_bytes(bytes(regs[i] for i in perm), "big")
+
+        return read
+
     def new_buffer(self, rows: int) -> np.ndarray:
         """A zeroed ``uint16[rows, row_width]`` buffer for raw polls."""
         return np.zeros((rows, self.row_width), dtype=np.uint16)

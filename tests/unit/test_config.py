@@ -188,3 +188,66 @@ def test_stream_bandwidth_must_fit_the_baudrate(tmp_path):
     # 10 000 frames/s × 32 bytes × 10 bits a byte (start, 8 data, stop)
     assert _problems(p) == [f"{p}: devices[1] (press01_amp): 10000 frames/s of 32 bytes need 3,200,000 baud; "
                             "baudrate is 115,200"]
+
+
+def test_the_press_plc_is_timestamped_from_its_clock():
+    from drivers.plc_time import TimeRegister
+
+    plc = load_rig(RIG).devices[0]
+    assert (plc.time_register, plc.time_unit_s, plc.time_wrap) == ("plc_tick", 0.001, None)
+    # the fast group reads plc_tick with force, position, speed in one request; the slow group keeps midpoints
+    assert plc.time_source(None) == TimeRegister("plc_tick", 0.001, 2**32, tolerance_s=1.5)
+    assert plc.time_source("slow") is None
+    srm = load_rig(ROOT / "configs" / "rigs" / "srm-rig.toml")
+    assert all(getattr(d, "time_register", None) is None for d in srm.devices)  # no scan counter to use
+
+
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    ('time_register = "plc_tick"', 'time_register = "plc_tock"',
+     "time_register 'plc_tock' is not a register of this device"),
+    ('time_register = "plc_tick"', 'time_register = "force"',
+     "time_register 'force' is float32: it must be uint16, uint32 or uint64 (declare a signed counter as the "
+     "unsigned type of its width)"),
+    ('  unit = "ms"\n', '  unit = "ms"\n  scale = 0.001\n',
+     "time_register 'plc_tick' must not have scale or offset: time_unit_s gives seconds per count"),
+    ("time_unit_s = 0.001", "time_wrap = 100000",
+     "time_register 'plc_tick' needs time_unit_s (seconds per count, e.g. 0.001 for a millisecond clock)"),
+    ('time_register = "plc_tick"', 'time_wrap = 65536',
+     "time_unit_s and time_wrap without time_register"),
+    ('time_register = "plc_tick"', 'time_wrap = 65536\nlatency_ms = 0.8',
+     "time_unit_s, time_wrap and latency_ms without time_register"),
+    ("time_unit_s = 0.001", "time_unit_s = 0.001\ntime_wrap = 4294967297",
+     "time_wrap 4294967297 is more than the 4294967296 values a uint32 holds"),
+    ("time_unit_s = 0.001", "time_unit_s = 0.001\ntime_wrap = 2000",
+     "time_register 'plc_tick' wraps every 2 s (time_wrap × time_unit_s); it must run at least 3 s "
+     "(2 × (timeout_s + 1 s)) between wraps, or a wrap cannot be told from a late reply"),
+    ("  address = 9\n", "  address = 20\n",
+     "time_register 'plc_tick' must be read in one request with every register of the default poll group, "
+     "which takes 2 requests (holding 0..8, holding 20..21): make them one contiguous block of ≤ 125 registers "
+     "(max_gap bridges holes) or move the others to another group"),
+    ('  name = "plc_tick"\n', '  name = "plc_tick"\n  group = "slow"\n',
+     "time_register 'plc_tick' must be read in one request with every register of poll group 'slow', which takes "
+     "4 requests (holding 9..10, input 0..1, input 4..7, input 10..15): make them one contiguous block of ≤ 125 "
+     "registers (max_gap bridges holes) or move the others to another group"),
+])
+def test_time_register_errors_are_named(tmp_path, old, new, problem):
+    p = _rig_with(tmp_path, old, new)
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc): {problem}"]
+
+
+def test_time_unit_must_be_positive(tmp_path):
+    p = _rig_with(tmp_path, "time_unit_s = 0.001", "time_unit_s = 0")
+    assert _problems(p) == [f"{p}: devices[0] (press01_plc).time_unit_s: Input should be greater than 0 (got 0)"]
+
+
+def test_a_calibrated_latency_goes_to_the_clock(tmp_path):
+    p = _rig_with(tmp_path, "time_unit_s = 0.001", "time_unit_s = 0.001\nlatency_ms = 0.85")
+    assert load_rig(p).devices[0].time_source(None).latency_ns == 850_000
+
+
+def test_a_gap_bridged_by_max_gap_is_one_request(tmp_path):
+    p = _rig_with(tmp_path, "  address = 9\n", "  address = 20\n")
+    p.write_text(p.read_text().replace("timeout_s = 0.5\n", "timeout_s = 0.5\nmax_gap = 11\n", 1))
+    assert load_rig(p).devices[0].time_source(None).name == "plc_tick"

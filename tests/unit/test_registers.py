@@ -130,3 +130,18 @@ def test_string_round_trip_in_every_order():
         row = codec.new_buffer(1)
         codec.encode({"s": "PRESS-07"}, row[0])
         assert codec.decode(row)["s"][0] == "PRESS-07"
+
+
+@pytest.mark.parametrize(("typ", "order"), list(itertools.product(("uint16", "uint32", "uint64"), BYTE_ORDERS)))
+def test_uint_reader_is_decode_for_one_row(typ, order):
+    """The per-poll scalar read of a scan counter gives what the block decoder gives, exactly."""
+    fields = [RegisterField("pad", "holding", 0, "uint16"), RegisterField("tick", "holding", 1, typ, order)]
+    codec = RegisterCodec(fields, plan_reads(fields))
+    read = codec.uint_reader("tick")
+    bits = 16 * (1 if typ == "uint16" else 2 if typ == "uint32" else 4)
+    for value in (0, 1, 0x1234, 2**bits - 1, 0x0123456789ABCDEF % 2**bits):
+        row = codec.new_buffer(1)
+        codec.encode({"pad": 7, "tick": value}, row[0])
+        assert read(row[0]) == value == int(codec.decode(row)["tick"][0])
+    with pytest.raises(ValueError, match="field 'pad' is int16, not an unsigned integer"):
+        RegisterCodec([RegisterField("pad", "holding", 0, "int16")], plan_reads(fields[:1])).uint_reader("pad")
