@@ -386,6 +386,7 @@ class Service:
                 "samples": st.samples, "failed_polls": st.failed_polls, "overruns": st.overruns,
                 "connects": st.connects, "last_error": st.last_error or None,
                 "skipped_bytes": st.skipped_bytes, "missing_samples": st.missing_samples,
+                "repeated_scans": st.repeated_scans,
                 "last_sample_ns": st.last_sample_ns or None,
             })
         storage: dict = {"backend": None, "note": self.storage_note}
