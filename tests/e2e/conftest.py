@@ -1,3 +1,20 @@
-"""The e2e tier runs against the same real influxd as the integration tier."""
+"""The e2e tier runs against the same real influxd as the integration tier, in Debian's chromium."""
+
+import shutil
+
+import pytest
+from playwright.sync_api import sync_playwright
 
 from tests.integration.conftest import influxd  # noqa: F401  (a fixture)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed: apt-get install chromium (scripts/setup does it)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
+        yield b
+        b.close()

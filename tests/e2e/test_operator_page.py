@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.integration.helpers import check_press_verdict, running_press
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +15,6 @@ def running(tmp_path_factory, influxd):
     st = running_press(tmp_path_factory.mktemp("e2e"), influxd.url)
     yield st
     st.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed: apt-get install chromium (scripts/setup does it)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
-        yield b
-        b.close()
 
 
 def test_operator_signs_in_and_sees_live_values_and_the_verdict(running, browser):

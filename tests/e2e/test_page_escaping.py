@@ -7,19 +7,16 @@ and config files; markup in them must appear literally and create no element.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from daq.config import load_settings
 from daq.events import Event
 from tests.integration.helpers import ServiceThread, keys_for, press_settings
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 DESCRIPTION = """<img src=x onerror="window.__pwned='description'"> press & <b>co</b>"""
 MESSAGE = """plc01 <img src=x onerror="window.__pwned='event'"> lost & <b>found</b>"""
@@ -42,16 +39,6 @@ def running(tmp_path_factory, influxd):
     st.keys = keys_for(st.service)
     yield st
     st.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which("chromium"):
-        pytest.fail("chromium is not installed: apt-get install chromium (scripts/setup does it)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
-        yield b
-        b.close()
 
 
 def _live_page(running, browser):
