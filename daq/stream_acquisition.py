@@ -192,6 +192,7 @@ class StreamAcquisition:
         """Read, decode and publish until cancelled."""
         loop = asyncio.get_running_loop()
         self._block_started = loop.time()
+        prev_arrival = time.time_ns()
         try:
             while True:
                 if not self.port.is_open and not await self._connect():
@@ -209,15 +210,19 @@ class StreamAcquisition:
                     self.emit()  # what came before the silence should not wait for more
                     self._fault("silent", f"no data for {self.silence_timeout_s:g} s")
                     continue
-                if self.process(data, arrival):
+                n = self.process(data, arrival)
+                if n:
                     self._recovered()
                 now = loop.time()
                 if now - self._block_started >= self.block_s:
                     self._publish_block()  # held samples wait for the clock
                     self._block_started = now
-                if len(data) < 2048:
-                    # a trickle: let bytes gather for fewer, larger reads. A full read means the
-                    # tty's 4 KiB line buffer is the limit, so read again at once.
+                behind = n > (arrival - prev_arrival) * 1e-9 * self.rate_hz
+                prev_arrival = arrival
+                if not behind:
+                    # keeping up: let bytes gather for fewer, larger reads. More samples than
+                    # the time since the last read allows are (part of) a backlog: read on at
+                    # once, so that it drains as fast as the port gives it.
                     await asyncio.sleep(self.read_interval_s)
         finally:
             self.emit()

@@ -73,8 +73,15 @@ class SerialPort:
                 self.ser.close()
             self.ser = None
 
-    async def read(self, timeout_s: float) -> bytes:
-        """Every byte available once the port is readable; b"" after ``timeout_s`` of silence."""
+    async def read(self, timeout_s: float, max_bytes: int = 1 << 20) -> bytes:
+        """Every byte available once the port is readable; b"" after ``timeout_s`` of silence.
+
+        A tty hands out at most its line buffer (4 KiB) per read(2) while the kernel may
+        hold more: it is read again at once until it has nothing left (or ``max_bytes``
+        came), so all of it is taken in one go, not one 4 KiB piece per turn of the event
+        loop (which would let a backlog drain barely faster than real time and make the
+        last piece's arrival late by the processing of the others).
+        """
         ser = self.ser
         if ser is None:
             raise PortClosedError("port is not open")
@@ -91,8 +98,14 @@ class SerialPort:
             loop.remove_reader(fd)
         try:
             data = ser.read(max(ser.in_waiting, 1))
+            if not data:
+                raise PortClosedError("readable but no data: the other end has gone")
+            if len(data) < max_bytes:
+                buf = bytearray(data)
+                # timeout 0: one non-blocking read(2) each; in_waiting lags behind what it returns
+                while len(buf) < max_bytes and (more := ser.read(max_bytes - len(buf))):
+                    buf += more
+                data = bytes(buf)
         except (serial.SerialException, OSError) as e:
             raise PortClosedError(str(e)) from None
-        if not data:
-            raise PortClosedError("readable but no data: the other end has gone")
         return data

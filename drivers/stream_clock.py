@@ -8,14 +8,24 @@ ends with sample ``c_k`` arrives at ``A_k ≥ t(c_k) + L``: later by a constant 
 every arrival is an upper bound on its last sample's time, and the clock is a lower
 envelope of the arrivals:
 
-* **Backlog.** A read is *confirmed* live when the next read holds no more samples than
-  the time between them allows: ``(c_{k+1} − c_k)·T ≤ A_{k+1} − A_k + tolerance``. More
+* **Backlog.** A read is *confirmed* when the next read holds no more samples than the
+  time between them allows: ``(c_{k+1} − c_k)·T ≤ A_{k+1} − A_k + tolerance``. More
   means those samples were already buffered when read ``k`` happened, so read ``k``
   left a backlog behind and its arrival says little about when its samples were taken.
-  Only confirmed reads enter the drift fit, and no timestamp is given before confirmed
-  reads span ``anchor_s`` (or ``max_unanchored_s`` has passed): the samples read before
-  are held by the caller and then back-dated from their counters, on a line below every
-  read so far.
+  Only confirmed reads enter the drift fit (a backlog read confirmed by a stall before
+  the next read lies above the envelope, so it cannot tilt it). That pairwise test cannot
+  tell when to start giving timestamps: a backlog drained 4 KiB at a time, 3 ms apart, at
+  20 kHz (1.6× real time) passes it on every read, and any backlog passes it at the read
+  before a stall. So no timestamp is given before the reads are *live* over ``anchor_s``
+  of samples — with ``r`` a read's arrival relative to the line, a read ``i`` that no
+  later read undercut by more than the tolerance, no two reads since more than
+  ``max_read_gap_s`` apart, and reads coming back to within the tolerance of ``r_i``
+  throughout (see :meth:`StreamClock._hold`). A backlog that drains faster than real time
+  undercuts every read before it; one that grows (a reader slower than the stream) leaves
+  its level for as long as it grows. Failing that, timestamps start after
+  ``max_unanchored_s`` if no backlog is still draining, after ``max_backlog_s`` in any
+  case. The samples read before are held by the caller and then back-dated from their
+  counters, on a line below every read so far.
 * **Drift.** Per ``bucket_s`` of samples the confirmed read that arrived earliest
   relative to the line is kept; over ``window_s`` those points form a lower convex hull
   (kept incrementally; rebuilt when the oldest eighth of the window expires). The
@@ -29,7 +39,10 @@ envelope of the arrivals:
   nominal (or restored) period is used.
 * **Offset.** The line is lowered onto the earliest of the points of the last
   ``offset_window_s`` and of every read since: a slope error then costs at most
-  ``|ΔT|`` times that span, and a lasting change of latency is followed within it.
+  ``|ΔT|`` times that span, and a lasting rise of latency is followed within it (a fall
+  at once). The sample times do not move when the latency rises, so a longer span only
+  trades that slope error for a steadier minimum: reads that catch a sample right after
+  it left the instrument are rare when it sends in chunks and the reader polls.
 * **Output.** Timestamps move from the last one given towards that line by at most
   ``slew`` periods per sample (so they stay strictly increasing and never jump back),
   and never later than the read arrived: when a read arrives earlier than the slewed
@@ -111,10 +124,13 @@ class StreamClock:
     the device's calibrated constant latency, subtracted from every timestamp.
     """
 
+    DRAIN_QUIET_NS = 1_000_000_000  # a backlog still drains if the earliest arrival fell by tol within this
+
     def __init__(self, rate_hz: float, latency_ns: int = 0, *, window_s: float = 120.0,
-                 offset_window_s: float = 2.0, bucket_s: float = 0.1, min_baseline_s: float = 2.0,
+                 offset_window_s: float = 5.0, bucket_s: float = 0.1, min_baseline_s: float = 2.0,
                  restored_baseline_s: float = 30.0, slew: float = 0.5, backlog_tol_s: float = 0.002,
-                 anchor_s: float = 0.2, max_unanchored_s: float = 5.0, max_drift_ppm: float = 1000.0):
+                 anchor_s: float = 0.5, max_read_gap_s: float = 0.1, max_unanchored_s: float = 5.0,
+                 max_backlog_s: float = 30.0, max_drift_ppm: float = 1000.0):
         if not 0 < slew < 1:
             raise ValueError("slew must lie between 0 and 1 period per sample")
         if latency_ns < 0:
@@ -130,8 +146,10 @@ class StreamClock:
         self.restored_span = restored_baseline_s * rate_hz
         self.slew = slew
         self.backlog_tol_ns = backlog_tol_s * 1e9
-        self.anchor_span = anchor_s * rate_hz  # samples of confirmed live reads before timestamps
+        self.anchor_span = anchor_s * rate_hz  # samples of live reads before timestamps
+        self.max_read_gap_ns = max_read_gap_s * 1e9
         self.max_unanchored_ns = max_unanchored_s * 1e9
+        self.max_backlog_ns = max(max_backlog_s, max_unanchored_s) * 1e9
         self.max_drift_ppm = max_drift_ppm
         self._measured: dict | None = None  # the drift estimate in use: fitted or restored
         self._restored = False  # the period came from restore() or an earlier session
@@ -143,7 +161,13 @@ class StreamClock:
         self._origin: tuple[int, int] | None = None  # (counter, host ns) that coordinates count from
         self._session_ns = 0
         self._prev: tuple[int, int] | None = None  # previous read, awaiting confirmation
-        self._first_confirmed: int | None = None  # counter of the session's first live read
+        self._held_r: list[float] = []  # each held read's arrival relative to the line then
+        self._live_from = 0  # index into _held: the oldest read that may start a live run
+        self._back_c = 0  # counter of the last read back at its level (within tol)
+        self._back_gap = 0  # the most samples between two such reads since it
+        self._floor_r = math.inf  # the earliest held arrival relative to the line
+        self._drain_ref = math.inf  # the same, lowered only by steps of tol
+        self._drained_ns = 0  # host time it last stepped down: a backlog still draining
         self._offset: float | None = None  # line: t = offset + c·period (relative to origin)
         self._cap = (0, 0)  # latest read: its samples arrived by then
         self._held: list[tuple[int, int]] = []  # reads observed before the clock was ready
@@ -215,11 +239,61 @@ class StreamClock:
             self._offset = r
         self._cap = (c, t)
         if not self.ready:
-            self._held.append((c, t))
-            live = self._first_confirmed is not None and c - self._first_confirmed >= self.anchor_span
-            if live or host_ns - self._session_ns >= self.max_unanchored_ns:
-                self._anchor()
+            self._hold(c, t, r, host_ns)
         return self.ready
+
+    def _hold(self, c: int, t: int, r: float, host_ns: int) -> None:
+        """Keep a read while the clock is not ready; anchor once the reads are live.
+
+        With ``r`` a read's arrival relative to the line, read ``i`` *starts a live run* if
+        no later read came earlier by more than the tolerance (``r_m ≥ r_i − tol``: read
+        ``i`` left no backlog behind) and no two reads since came more than
+        ``max_read_gap_s`` apart (a stall lets a backlog build up that the reads after it
+        drain quickly). The clock anchors at a read ``k`` once the oldest such ``i`` is
+        ``anchor_s`` of samples behind it, if the reads kept coming back to that level
+        (``r ≤ r_i + tol``: read ``k``, and no half of ``anchor_s`` without one). A
+        backlog drained at any speed above real time breaks the first condition within
+        ``tol`` of the samples it gains, however its reads are spaced; one that grows (a
+        reader slower than the stream) breaks the second, also when it then drains back
+        through that level; one drained exactly as fast as it grows is latency to any
+        timing. Without a live run the clock anchors after ``max_unanchored_s`` at a read
+        back at the earliest level so far, unless a backlog is still draining (that level
+        fell by ``tol`` within the last second): then it waits for the end of it, up to
+        ``max_backlog_s``. Costs O(1) per read, and O(reads since the candidate) when it
+        changes.
+        """
+        held, held_r = self._held, self._held_r
+        held.append((c, t))
+        held_r.append(r)
+        k = len(held) - 1
+        tol = self.backlog_tol_ns
+        i = self._live_from
+        if k and t - held[k - 1][1] > self.max_read_gap_ns:
+            i = k  # a stall: a live run starts after it, at the earliest
+        elif held_r[i] > r + tol:  # this read came earlier: the oldest candidate left a backlog
+            rs = np.array(held_r[i:])
+            later = np.minimum.accumulate(rs[::-1])[::-1]  # min over each read and those after it
+            alive = rs[:-1] <= later[1:] + tol
+            # reads that die stay dead (later reads only lower the minimum), so the oldest
+            # survivor is the only candidate worth keeping; the newest read is one by itself
+            i += int(np.argmax(alive)) if alive.any() else len(rs) - 1
+        if i != self._live_from or k == 0:  # a new candidate: which reads since came back to its level
+            self._live_from = i
+            back = [cc for (cc, _), rr in zip(held[i:], held_r[i:], strict=True) if rr <= held_r[i] + tol]
+            self._back_c = back[-1]
+            self._back_gap = int(np.max(np.diff(back))) if len(back) > 1 else 0
+        elif r <= held_r[i] + tol:
+            self._back_gap = max(self._back_gap, c - self._back_c)
+            self._back_c = c
+        self._floor_r = min(self._floor_r, r)
+        if r < self._drain_ref - tol:
+            self._drain_ref, self._drained_ns = r, host_ns
+        waited = host_ns - self._session_ns
+        if ((c - held[i][0] >= self.anchor_span and self._back_c == c and self._back_gap <= self.anchor_span / 2)
+                or waited >= self.max_backlog_ns
+                or (waited >= self.max_unanchored_ns and host_ns - self._drained_ns >= self.DRAIN_QUIET_NS
+                    and r <= self._floor_r + tol)):
+            self._anchor()
 
     def force_anchor(self) -> bool:
         """Give timestamps now although no read is confirmed live yet (silence, shutdown)."""
@@ -233,11 +307,10 @@ class StreamClock:
         if len(held):
             self._offset = min(self._offset, float(np.min(held[:, 1] - held[:, 0] * self.period_ns)))
         self._held.clear()
+        self._held_r.clear()
         self.ready = True
 
     def _confirm(self, c: int, t: int) -> None:
-        if self._first_confirmed is None:
-            self._first_confirmed = c
         r = t - c * self.period_ns
         if self._best is None or r < self._best[2]:
             self._best = (c, t, r)
