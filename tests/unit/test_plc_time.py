@@ -99,7 +99,9 @@ def _feed(clock: PlcClock, plc: Plc) -> Result:
     ends = np.array([p[0] for p, n in zip(polls, new, strict=True) if n], dtype=np.int64)
     arrivals = np.array([p[2] for p, n in zip(polls, new, strict=True) if n], dtype=np.int64)
     j = arrivals - plc.tau(ends)
-    assert j.min() >= 0
+    # by construction: a reply leaves ≥ 0.2 ms after the scan it shows and travels 0.3–1.1 ms; the scan
+    # shown is at most one scan period old when served, served ≤ 1 ms after sending
+    assert j.min() >= 0.3e6 and j.max() <= SCAN * plc.period + 1e6 + 1.1e6 + 1
     live = np.zeros(len(ends), dtype=bool)  # confirmed by the next stamped poll, whatever P is
     live[:-1] = np.diff(ends) * T_NOM * (1 + 1e-3) <= np.diff(arrivals) + sc.backlog_tol_ns
     dk = np.empty(len(ends))
