@@ -18,3 +18,12 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
         yield b
         b.close()
+
+
+def signed_in_page(running, browser, role: str = "operator"):
+    """The operator page, opened with ``role``'s key in the sign-in cookie (200 checked)."""
+    ctx = browser.new_context()
+    ctx.add_cookies([{"name": "rigdaq_key", "value": running.keys[role], "url": running.base}])
+    page = ctx.new_page()
+    assert page.goto(running.base + "/").status == 200
+    return page

@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.conftest import signed_in_page
 from tests.integration.helpers import check_press_verdict, running_press
 
 
@@ -52,10 +53,7 @@ def test_operator_signs_in_and_sees_live_values_and_the_verdict(running, browser
 
 
 def test_an_operator_key_cannot_fetch_reports_from_the_page_session(running, browser):
-    ctx = browser.new_context()
-    ctx.add_cookies([{"name": "rigdaq_key", "value": running.keys["operator"], "url": running.base}])
-    page = ctx.new_page()
-    assert page.goto(running.base + "/").status == 200
+    page = signed_in_page(running, browser)
     status = page.evaluate("async () => (await fetch('api/runs/1/report')).status")
     assert status == 403
-    ctx.close()
+    page.context.close()

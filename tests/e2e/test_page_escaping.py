@@ -16,6 +16,7 @@ from playwright.sync_api import expect
 
 from daq.config import load_settings
 from daq.events import Event
+from tests.e2e.conftest import signed_in_page
 from tests.integration.helpers import ServiceThread, keys_for, press_settings
 
 DESCRIPTION = """<img src=x onerror="window.__pwned='description'"> press & <b>co</b>"""
@@ -42,16 +43,13 @@ def running(tmp_path_factory, influxd):
 
 
 def _live_page(running, browser):
-    ctx = browser.new_context()
-    ctx.add_cookies([{"name": "rigdaq_key", "value": running.keys["operator"], "url": running.base}])
-    page = ctx.new_page()
-    assert page.goto(running.base + "/").status == 200
+    page = signed_in_page(running, browser)
     card = page.locator("#rig-press-01")
     expect(card.locator('[data-channel="sample"] .val')).to_be_visible(timeout=10_000)  # the feed is live
     deadline = time.monotonic() + 10
     while not running.service.feed.clients.get("press-01") and time.monotonic() < deadline:
         time.sleep(0.05)
-    return ctx, page, card
+    return page.context, page, card
 
 
 def test_rig_description_is_text(running, browser):
