@@ -355,18 +355,33 @@ class RigSimulator:
         self._publish(first, self.model.advance(n))
 
     async def _run(self) -> None:
+        # Each chunk is computed one scan ahead and shown when its last sample is due, so
+        # what leaves the simulator is late only by the scheduler's wake-up, not by how long
+        # the model took (that varies with the rig's state: a motor test sequence that
+        # stops computes faster, and its instrument's latency would step).
         rate = (1.0 + self.clock_ppm * 1e-6) / self.model.dt  # rig-clock steps per host second
         start = time.monotonic() - self.model.step_count / rate
         self._model_clock_at(self.model.step_count)
-        while True:
-            await self.faults.tick()
-            due = int((time.monotonic() - start) * rate)
-            # whole PLC milliseconds only, so one plc_tick always shows one image
-            n = (due - self.model.step_count) // self._steps_per_ms * self._steps_per_ms
-            if n > 0:
-                self._advance(min(n, 20_000))
-            await self._apply_connection_faults()
-            await asyncio.sleep(self.scan_s)
+        pending: tuple[int, dict] | None = None
+        try:
+            while True:
+                await self.faults.tick()
+                if pending is not None:
+                    self._publish(*pending)
+                    pending = None
+                wake = time.monotonic() + self.scan_s
+                due = int((wake - start) * rate)
+                # whole PLC milliseconds only, so one plc_tick always shows one image
+                n = (due - self.model.step_count) // self._steps_per_ms * self._steps_per_ms
+                if n > 0:
+                    first = self.model.step_count
+                    pending = (first, self.model.advance(min(n, 20_000)))
+                    wake = start + self.model.step_count / rate  # its last sample is due then
+                await self._apply_connection_faults()
+                await asyncio.sleep(max(0.0, wake - time.monotonic()))
+        finally:
+            if pending is not None:  # paused or stopped: show what was computed, lose nothing
+                self._publish(*pending)
 
     async def _apply_connection_faults(self) -> None:
         for pair, server in self.lines.values():
