@@ -196,7 +196,7 @@ def test_the_press_plc_is_timestamped_from_its_clock():
     plc = load_rig(RIG).devices[0]
     assert (plc.time_register, plc.time_unit_s, plc.time_wrap) == ("plc_tick", 0.001, None)
     # the fast group reads plc_tick with force, position, speed in one request; the slow group keeps midpoints
-    assert plc.time_source(None) == TimeRegister("plc_tick", 0.001, 2**32, tolerance_s=1.5)
+    assert plc.time_source(None) == TimeRegister("plc_tick", 0.001, 2**32, tolerance_s=1.5, latency_ns=800_000)
     assert plc.time_source("slow") is None
     srm = load_rig(ROOT / "configs" / "rigs" / "srm-rig.toml")
     assert all(getattr(d, "time_register", None) is None for d in srm.devices)  # no scan counter to use
@@ -215,8 +215,6 @@ def test_the_press_plc_is_timestamped_from_its_clock():
     ("time_unit_s = 0.001", "time_wrap = 100000",
      "time_register 'plc_tick' needs time_unit_s (seconds per count, e.g. 0.001 for a millisecond clock)"),
     ('time_register = "plc_tick"', 'time_wrap = 65536',
-     "time_unit_s and time_wrap without time_register"),
-    ('time_register = "plc_tick"', 'time_wrap = 65536\nlatency_ms = 0.8',
      "time_unit_s, time_wrap and latency_ms without time_register"),
     ("time_unit_s = 0.001", "time_unit_s = 0.001\ntime_wrap = 4294967297",
      "time_wrap 4294967297 is more than the 4294967296 values a uint32 holds"),
@@ -243,7 +241,7 @@ def test_time_unit_must_be_positive(tmp_path):
 
 
 def test_a_calibrated_latency_goes_to_the_clock(tmp_path):
-    p = _rig_with(tmp_path, "time_unit_s = 0.001", "time_unit_s = 0.001\nlatency_ms = 0.85")
+    p = _rig_with(tmp_path, "latency_ms = 0.8", "latency_ms = 0.85")
     assert load_rig(p).devices[0].time_source(None).latency_ns == 850_000
 
 
