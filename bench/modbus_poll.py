@@ -18,7 +18,7 @@ import time
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from daq.acquisition import DeviceAcquisition
+from daq.acquisition.polling import DeviceAcquisition
 from daq.bus import SampleBus
 from daq.influxd import free_port
 from drivers.modbus import ModbusPoller, PymodbusTransport

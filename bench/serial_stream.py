@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from daq.acquisition.stream import StreamAcquisition
 from daq.bus import SampleBus, Tagged
-from daq.stream_acquisition import StreamAcquisition
 from drivers.serial_port import SerialPort
 from drivers.stream import FrameCodec, StreamChannel
 

@@ -121,8 +121,9 @@ from pathlib import Path
 
 import httpx
 
+from daq.acquisition.transports.serial_stream import SerialStreamDevice
 from daq.bus import SampleBus
-from daq.config import SerialStreamDevice, load_settings
+from daq.config import load_settings
 from daq.influxd import ManagedInfluxd, free_port
 from daq.storage.influx_v1 import InfluxV1Client
 from daq.storage.spool import Spool

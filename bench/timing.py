@@ -78,7 +78,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from daq.config import ModbusRtuDevice, ModbusTcpDevice, SerialStreamDevice, load_rig, load_settings
+from daq.acquisition.transports.modbus import ModbusRtuDevice, ModbusTcpDevice
+from daq.acquisition.transports.serial_stream import SerialStreamDevice
+from daq.config import load_rig, load_settings
 from daq.influxd import ManagedInfluxd, free_port
 from daq.simulators import TRUTH_ENV
 from drivers.sim.truth import load_truth

@@ -239,22 +239,6 @@ def _clean(v):
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _analyse_recording(rig, t, channels) -> list:
-    """Every cycle of a recording, judged against the rig's limits (and envelope)."""
-    if rig.kind == "srm_rig":
-        from analysis.srm import analyse, judge
-        from daq.cycles import srm_params
-
-        return [judge(r, rig.limit_dicts()) for r in analyse(t, channels, srm_params(rig))]
-    from analysis.press import analyse, bounce_reasons, envelope_reasons, judge
-    from daq.cycles import press_envelope, press_params
-
-    env = press_envelope(rig)  # bounces (a contact within post_s of a blow's end) make it nok, as live
-    return [judge(r, rig.limit_dicts(),
-                  envelope_reasons(t, channels.get("position"), channels["force"], r, env) + bounce_reasons(r))
-            for r in analyse(t, channels, press_params(rig))]
-
-
 def cmd_analyse(args) -> int:
     """Offline analysis of a recorded CSV with a rig's parameters and limits."""
     from daq.config import ConfigError, load_rig
@@ -266,38 +250,33 @@ def cmd_analyse(args) -> int:
         for p in e.problems:
             print(p, file=sys.stderr)
         return EXIT_CONFIG
-    required = ("force",) if rig.kind == "screw_press" else ("speed", "torque")
+    from daq.rigs import kind_of
+
+    kind = kind_of(rig)
+    if kind.cycle_noun is None:
+        print(f"rigdaq: rig kind {rig.kind} has no test cycles to analyse", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        t, channels = read_csv(args.csv, required=required)
+        t, channels = read_csv(args.csv, required=kind.csv_columns)
     except RecordingError as e:
         print(f"rigdaq: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    results = _analyse_recording(rig, t, channels)
-    what = "blow" if rig.kind == "screw_press" else "step"
+    results = kind.analyse(rig, t, channels)
     if args.json:
         out = []
         for r in results:
             item = {"cycle": r.index + 1, "start_s": r.start_s, "end_s": r.end_s,
                     "metrics": {k: _clean(v) for k, v in r.metrics.items()}, "verdict": r.verdict,
                     "reasons": r.reasons, "version": r.version, "samples_sha256": r.samples_sha256}
-            if what == "blow":
-                item.update(part=r.part, blow_in_part=r.blow_in_part, bounces=len(r.bounces))
-            else:
-                item.update(step=r.step, revolutions=r.revolutions)
+            item.update(kind.describe(r)[1])
             out.append(item)
         print(json.dumps({"rig": rig.name, "kind": rig.kind, "cycles": out}, indent=2))
         return 0
     if not results:
-        if what == "blow":
-            print(f"no blow in {args.csv}: force never rose above the contact threshold "
-                  f"({rig.parameters.contact_threshold_kN:g} kN)")
-        else:
-            print(f"no test step in {args.csv} is long enough: each needs "
-                  f"{rig.segmentation.settle_s:g} s to settle plus {rig.segmentation.min_steady_s:g} s")
+        print(kind.no_cycles(rig, args.csv))
         return 0
     for r in results:
-        label = (f"blow {r.index + 1} (part {r.part}, blow {r.blow_in_part})" if what == "blow"
-                 else f"step {r.step} ({r.revolutions} revolutions)")
+        label = kind.describe(r)[0]
         print(f"{label}: {r.start_s:.4f}–{r.end_s:.4f} s  verdict {r.verdict.upper()}")
         for k, v in r.metrics.items():
             print(f"  {k:28s} {'—' if v is None else f'{v:.6g}'}")
@@ -473,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--lot", default="", help="lot or heat number")
     r.add_argument("--serial", default="", help="die or motor serial")
     r.add_argument("--notes", default="")
-    r.add_argument("--sequence", action="store_true", help="srm_rig: also start the test sequence")
+    r.add_argument("--sequence", action="store_true", help="rigs with a test sequence: also start it")
     r = rs.add_parser("stop", help="stop a run")
     r.add_argument("run_id", type=int)
     r = rs.add_parser("list", help="list runs")

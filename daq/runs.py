@@ -11,6 +11,7 @@ import time
 
 from daq.bus import SampleBus
 from daq.catalogue import Catalogue, CatalogueWriter, RunRow
+from daq.cycles import RunArtifact
 from daq.events import Event
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,11 @@ class RunError(Exception):
 
 def run_config(rig) -> dict:
     """What a run's results are judged by, kept with the run: limits, envelope, analysis settings."""
-    cfg = {"kind": rig.kind, "description": rig.description, "limits": rig.limit_dicts(),
-           "segmentation": rig.segmentation.model_dump(), "parameters": rig.parameters.model_dump()}
-    env = getattr(rig, "envelope", None)
-    if env is not None:
-        cfg["envelope"] = env.model_dump()
+    cfg = {"kind": rig.kind, "description": rig.description, "limits": rig.limit_dicts()}
+    for part in ("segmentation", "parameters", "envelope"):  # whichever the rig's kind has
+        value = getattr(rig, part, None)
+        if value is not None:
+            cfg[part] = value.model_dump()
     return cfg
 
 
@@ -97,7 +98,9 @@ class RunManager:
         tracker = self.trackers.get(run.rig)
         if tracker is not None and self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
             final = tracker.close_run(end_ns)
-            if final is not None:  # filed now: the run's results are final when stop returns
+            if isinstance(final, RunArtifact):  # a result of the whole run (a logger's summary)
+                await self.writer.call(self.catalogue.file_artifact, final)
+            elif final is not None:  # filed now: the run's results are final when stop returns
                 final.id = await self.writer.call(self.catalogue.file_cycle, final)
         run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
         if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:

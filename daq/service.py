@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 from sqlalchemy.engine import make_url
 
 from daq import __version__
-from daq.acquisition import DeviceAcquisition
+from daq.acquisition.transports import Acquisition, BuildContext, ChannelWriter, transport_of
 from daq.bus import SampleBus, Tagged
 from daq.catalogue import Catalogue, CatalogueWriter
-from daq.config import ModbusTcpDevice, SerialStreamDevice, Settings
+from daq.config import Settings
 from daq.cycles import CycleResult, RunArtifact, tracker_for
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
@@ -27,19 +27,14 @@ from daq.keys import KeyStore
 from daq.live import LatestValues, LiveFeed
 from daq.outbox import Outbox
 from daq.runs import RunManager
-from daq.simulators import build_simulator, device_path
+from daq.simulators import build_simulator
 from daq.storage.influx_v1 import InfluxV1Client, masked_url
 from daq.storage.influx_v2 import InfluxV2Client
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
-from daq.stream_acquisition import StreamAcquisition
 from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
-from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
-from drivers.registers import encode_value
-from drivers.serial_port import SerialPort
 from drivers.sim.press_sim import RigSimulator
-from drivers.stream import FrameCodec, LineCodec
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +60,7 @@ class Service:
         self.writer: StorageWriter | None = None
         self.storage_note = "not configured"
         self.simulators: dict[str, RigSimulator] = {}
-        self.acquisitions: list[DeviceAcquisition] = []
+        self.acquisitions: list[Acquisition] = []
         self.rigs = {r.name: r for r in settings.rigs}
         self._tasks: list[asyncio.Task] = []
         self.started_ns = 0
@@ -76,7 +71,7 @@ class Service:
         self.catalogue_writer: CatalogueWriter | None = None
         self.runs: RunManager | None = None
         self.keys: KeyStore | None = None
-        self._links: dict[str, SharedLink] = {}  # Modbus device → its link (for writes)
+        self._writers: dict[str, ChannelWriter] = {}  # device → how to write its writable channels
         self._state_lock = threading.Lock()  # heartbeat and commit thread both write the state
         for rig in settings.rigs:
             for d in rig.devices:
@@ -158,15 +153,6 @@ class Service:
             for device, where in sim.endpoints().items():
                 log.info("simulated %s/%s: %s", rig_name, device, where)
 
-    def _modbus_link(self, dev, lines: dict) -> SharedLink:
-        if isinstance(dev, ModbusTcpDevice):
-            return SharedLink(PymodbusTransport.tcp(dev.host, dev.port, dev.timeout_s))
-        path = str(device_path(dev.port, self.settings.data_dir))
-        if path not in lines:
-            inner = PymodbusTransport.rtu(path, dev.baudrate, dev.parity, dev.stopbits, dev.timeout_s)
-            lines[path] = SharedLink(inner, silent_interval_s(dev.baudrate), serial=True)
-        return lines[path]
-
     def writable_channel(self, rig: str, channel: str):
         """(device, field) of a channel the rig file declares ``writable``; raises if it is not."""
         for dev in self.rigs[rig].devices:
@@ -180,44 +166,24 @@ class Service:
     async def write_channel(self, rig: str, channel: str, value: float) -> str:
         """Write a channel that a rig file declares ``writable``; returns the device written."""
         dev, f = self.writable_channel(rig, channel)
-        link = self._links.get(dev.name)
-        if link is None:
+        write = self._writers.get(dev.name)
+        if write is None:
             raise ConnectionError(f"{rig}/{dev.name} is not being acquired")
-        await link.write(f.table, f.address, encode_value(f, value), dev.unit_id)
+        await write(f, value)
         self.bus.publish(Event("channel_written", f"{channel} = {value:g} written to {dev.name}",
                                rig=rig, device=dev.name, fields={"value": float(value)}))
         return dev.name
 
     def _start_acquisition(self) -> None:
-        lines: dict[str, SharedLink] = {}  # RTU units on one port share its line
+        shared: dict = {}  # what a transport shares across devices (one RS-485 line for its units)
         for rig in self.settings.rigs:
+            ctx = BuildContext(rig.name, self.bus, self.settings.data_dir, shared, self._resume_counters,
+                               self._saved_clocks)
             for dev in rig.devices:
-                if isinstance(dev, SerialStreamDevice):
-                    port = SerialPort.at(str(device_path(dev.port, self.settings.data_dir)),
-                                         dev.baudrate)
-                    codec = (FrameCodec if dev.format == "binary" else LineCodec)(dev.stream_channels())
-                    acqs = [StreamAcquisition(rig.name, dev.name, port, codec, dev.sample_rate_hz,
-                                              self.bus, dev.block_s, dev.silence_timeout_s,
-                                              dev.reconnect_max_s, dev.stuck_after_s,
-                                              latency_ms=dev.latency_ms)]
-                    if dev.name in self._resume_counters:  # gaps across a crash get counted too
-                        acqs[0].resume_after(self._resume_counters[dev.name])
-                    if acqs[0].restore_clock(self._saved_clocks.get(dev.name)):
-                        log.info("%s/%s: clock drift %.1f ppm from the previous run", rig.name, dev.name,
-                                 acqs[0].clock.drift_ppm)
-                else:
-                    link = self._modbus_link(dev, lines)  # one connection for all poll groups
-                    self._links[dev.name] = link
-                    acqs = []
-                    for group, hz, fields in dev.poll_groups():
-                        label = dev.name if group is None else f"{dev.name}/{group}"
-                        poller = ModbusPoller(label, link, fields, dev.unit_id, dev.max_gap,
-                                              reconnect_max_s=dev.reconnect_max_s,
-                                              measurement=dev.name)
-                        acqs.append(DeviceAcquisition(rig.name, poller, self.bus, hz, dev.block_s,
-                                                      dev.heartbeat, dev.stale_after_s,
-                                                      time_register=dev.time_source(group)))
-                for acq in acqs:
+                built = transport_of(dev).build(dev, ctx)
+                if built.writer is not None:
+                    self._writers[dev.name] = built.writer
+                for acq in built.acquisitions:
                     self.acquisitions.append(acq)
                     self._tasks.append(self.supervisor.spawn(f"acq {rig.name}/{acq.status.device}", acq.run))
 
@@ -304,8 +270,7 @@ class Service:
     def _save_clocks(self) -> None:
         states = dict(self._saved_clocks)  # a short run's rough estimate does not replace a good one
         for a in self.acquisitions:
-            if isinstance(a, StreamAcquisition) and (st := a.clock_state()) is not None \
-                    and st.get("baseline_s", 0.0) >= self.CLOCK_BASELINE_S:
+            if (st := a.clock_state()) is not None and st.get("baseline_s", 0.0) >= self.CLOCK_BASELINE_S:
                 states[a.status.device] = st
         if not states:
             return

@@ -78,3 +78,14 @@ class Series:
         v = np.concatenate([self.v[k] for k in pick])
         sel = (t >= start_ns) & (t < end_ns)
         return t[sel], v[sel]
+
+
+@dataclass
+class RunArtifact:
+    """A result that belongs to a run rather than one cycle (e.g. a characterisation)."""
+
+    rig: str
+    run: str
+    name: str
+    t_ns: int
+    data: dict

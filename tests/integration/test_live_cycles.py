@@ -12,7 +12,7 @@ from analysis.press import METRICS, analyse
 from analysis.result import samples_hash
 from api.routes.rigs import list_rigs
 from daq.catalogue import Catalogue
-from daq.cycles import press_params
+from daq.rigs.screw_press import press_params
 from daq.service import Service
 from daq.storage.influx_v1 import series_rows
 from tests.integration.helpers import (

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from daq.acquisition import DeviceAcquisition
+from daq.acquisition.polling import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
 from drivers.block import QUALITY_BAD, QUALITY_GOOD, QUALITY_PARTIAL

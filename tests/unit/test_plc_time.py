@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from daq.acquisition import DeviceAcquisition
+from daq.acquisition.polling import DeviceAcquisition
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
 from drivers.modbus import ModbusPoller

@@ -14,8 +14,9 @@ import pytest
 
 from analysis.press import PressParams, analyse, bounce_reasons, velocity_lookback
 from analysis.result import samples_hash
-from daq.cycles import CycleResult, PressCycleTracker
+from daq.cycles import CycleResult
 from daq.events import Event
+from daq.rigs.screw_press import PressCycleTracker
 from daq.storage.lineproto import cycle_line
 from drivers.block import Block
 

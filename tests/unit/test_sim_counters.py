@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 
+from daq.acquisition.stream import StreamAcquisition
 from daq.bus import SampleBus, Tagged
 from daq.config import load_rig
 from daq.events import Event
 from daq.simulators import build_simulator, counter_origin_file
-from daq.stream_acquisition import StreamAcquisition
 from drivers.sim.press_sim import counter_origins
 from drivers.stream import FrameCodec
 from tests.conftest import ROOT

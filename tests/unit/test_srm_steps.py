@@ -5,7 +5,8 @@ import pytest
 
 from analysis.srm import SrmParams
 from daq.bus import SampleBus
-from daq.cycles import CycleResult, SrmStepTracker
+from daq.cycles import CycleResult
+from daq.rigs.srm_rig import SrmStepTracker
 from drivers.block import Block
 from tests.unit.test_analysis_srm import motor_step
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from pymodbus.framer.rtu import FramerRTU
 
+from daq.acquisition.stream import StreamAcquisition
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
-from daq.stream_acquisition import StreamAcquisition
 from drivers.stream import FrameCodec, LineCodec, StreamChannel, crc16_modbus_rows
 from drivers.stream_clock import CounterUnwrapper, StreamClock
 
@@ -172,7 +172,7 @@ def test_gaps_in_the_counter_become_events_with_the_missing_count():
 
 
 def test_stale_watch_marks_samples_after_the_value_stopped():
-    from daq.acquisition import StaleWatch
+    from daq.acquisition.polling import StaleWatch
 
     w = StaleWatch(after_s=1.0)
     t = np.arange(0, 30) * 100_000_000  # 10 Hz for 3 s

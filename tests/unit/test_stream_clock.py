@@ -6,7 +6,7 @@ latency the clock is told (``latency_ns``), ``j_k ≥ 0`` the rest (jitter; for 
 backlog, how long its last sample waited). The error of a timestamp is ``e(c) = ts(c) − τ(c)``;
 ``δ = P − T`` is the error of the clock's period ``P`` (ns per sample) when it gives ``ts``.
 
-Every test feeds its reads as :class:`daq.stream_acquisition.StreamAcquisition` does (samples
+Every test feeds its reads as :class:`daq.acquisition.stream.StreamAcquisition` does (samples
 held until ``observe`` returns True, then timestamped together) and :func:`_feed` asserts, for
 every sample, what the algorithm guarantees (σ = ``clock.slew``, B = ``clock.bucket``,
 R = ``clock.offset_window``, both in samples; ``c_out``, ``e_out``: the previous call's last
@@ -622,8 +622,8 @@ def test_acquisition_holds_samples_until_the_clock_is_ready_and_flushes_them_on_
     A device restart (counter back to 0) before the clock is ready flushes the held samples
     on the old count first (anchored on the reads so far), then starts a new one.
     """
+    from daq.acquisition.stream import StreamAcquisition
     from daq.bus import SampleBus, Tagged
-    from daq.stream_acquisition import StreamAcquisition
     from drivers.stream import FrameCodec, StreamChannel
 
     codec = FrameCodec([StreamChannel("x", "float32")])
@@ -665,9 +665,9 @@ def test_acquisition_holds_samples_until_the_clock_is_ready_and_flushes_them_on_
 
 
 def test_the_service_keeps_a_well_fitted_drift_across_a_clean_restart(tmp_path):
+    from daq.acquisition.stream import StreamAcquisition
     from daq.bus import SampleBus
     from daq.service import Service
-    from daq.stream_acquisition import StreamAcquisition
     from drivers.stream import FrameCodec
     from tests.integration.helpers import press_settings
 
@@ -699,9 +699,9 @@ async def test_acquisition_reads_on_at_once_while_behind_and_sleeps_once_it_keep
     import time
     from types import SimpleNamespace
 
-    import daq.stream_acquisition as sa
+    import daq.acquisition.stream as sa
+    from daq.acquisition.stream import StreamAcquisition
     from daq.bus import SampleBus
-    from daq.stream_acquisition import StreamAcquisition
     from drivers.stream import FrameCodec, StreamChannel
 
     codec = FrameCodec([StreamChannel("x", "float32")])

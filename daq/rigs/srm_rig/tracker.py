@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
 from analysis.result import samples_hash
 from analysis.srm import SrmParams, analyse_step, characterise, judge
 from daq.bus import SampleBus
-from daq.cycles.result import CycleResult, Series, device_time
+from daq.cycles.result import CycleResult, RunArtifact, Series, device_time
 from drivers.block import Block
 
 log = logging.getLogger(__name__)
@@ -31,17 +31,6 @@ STATE_IDLE, STATE_RAMP, STATE_HOLD, STATE_LOCKED, STATE_DONE = 0, 1, 2, 3, 4
 #: A locked-rotor window starts this much before the step change was polled (the
 #: controller is polled at tens of Hz; the first pulse must be whole, rest included).
 LOCKED_LEAD_S = 0.3
-
-
-@dataclass
-class RunArtifact:
-    """A result that belongs to a run rather than one cycle (e.g. a characterisation)."""
-
-    rig: str
-    run: str
-    name: str
-    t_ns: int
-    data: dict
 
 
 class SrmStepTracker:

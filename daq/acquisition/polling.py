@@ -23,13 +23,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
 from drivers.block import QUALITY_BAD, QUALITY_STALE, Block
-from drivers.modbus import ModbusPoller
 from drivers.plc_time import PlcClock, TimeRegister
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,25 @@ class StaleWatch:
         return mask, transition
 
 
+class Poller(Protocol):
+    """A device read by a fixed plan of requests into a raw row (:class:`drivers.modbus.ModbusPoller`).
+
+    ``codec`` decodes raw rows into channels (:class:`drivers.registers.RegisterCodec`);
+    ``poll`` fills one row and says which requests failed.
+    """
+
+    name: str
+    measurement: str
+    requests: list
+    codec: Any
+
+    async def poll(self, row: np.ndarray) -> Any:
+        """Read the plan into ``row``; a result with ``quality``, ``failed``, ``errors``, ``reconnected``."""
+
+    def close(self) -> None:
+        """Close the connection."""
+
+
 class DeviceAcquisition:
     """Polls one device forever and publishes :class:`Block` s on the bus.
 
@@ -98,7 +117,7 @@ class DeviceAcquisition:
     heartbeat: a PLC whose clock stops is hung.
     """
 
-    def __init__(self, rig: str, poller: ModbusPoller, bus: SampleBus, poll_hz: float,
+    def __init__(self, rig: str, poller: Poller, bus: SampleBus, poll_hz: float,
                  block_s: float = 0.1, heartbeat: str | None = None, stale_after_s: float = 2.0,
                  time_register: TimeRegister | None = None):
         self.rig = rig
@@ -130,6 +149,10 @@ class DeviceAcquisition:
         self._down_since_ns = 0
         self._last_error_kind = ""
         self._now = time.time_ns  # the host clock (tests may replace it)
+
+    def clock_state(self) -> dict | None:
+        """Nothing kept across restarts: a PLC's clock is fitted afresh from its first reply."""
+        return None
 
     def _event(self, kind: str, message: str, level: str = "info", **fields) -> None:
         self.bus.publish(Event(kind, message, rig=self.rig, device=self.poller.name,

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from daq.acquisition import DeviceStatus, StaleWatch
+from daq.acquisition.polling import DeviceStatus, StaleWatch
 from daq.bus import SampleBus, Tagged
 from daq.events import Event
 from drivers.block import QUALITY_STALE, Block
