@@ -39,18 +39,14 @@ class RunManager:
     """One active run per rig at most; the catalogue holds every run."""
 
     def __init__(self, catalogue: Catalogue, writer: CatalogueWriter, bus: SampleBus,
-                 run_tags: dict[str, str], trackers: dict, rigs: dict):
+                 trackers: dict, rigs: dict):
         self.catalogue, self.writer, self.bus = catalogue, writer, bus
-        self.run_tags = run_tags  # shared with the storage writer: rig → run id
         self.trackers = trackers
         self.rigs = rigs
         self.active: dict[str, RunRow] = {}
 
     def _tag(self, rig: str, run_id: str) -> None:
-        if run_id:
-            self.run_tags[rig] = run_id
-        else:
-            self.run_tags.pop(rig, None)
+        """The rig's tracker follows the run; storage follows the run events on the bus."""
         tracker = self.trackers.get(rig)
         if tracker is not None:
             tracker.run = run_id

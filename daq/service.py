@@ -66,7 +66,6 @@ class Service:
         self.started_ns = 0
         self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r, self.bus))}
         self.last_cycle: dict[str, CycleResult] = {}
-        self.run_tags: dict[str, str] = {}  # rig → active run id, shared with the storage writer
         self.catalogue: Catalogue | None = None
         self.catalogue_writer: CatalogueWriter | None = None
         self.runs: RunManager | None = None
@@ -113,7 +112,7 @@ class Service:
                       memory_max_bytes=int(cfg.memory_max_mb * 1e6))
         # the writer creates the database (and its retention policy), retrying until it can
         self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s,
-                                    run_tags=self.run_tags, on_commit=self._write_state,
+                                    on_commit=self._write_state,
                                     retention=cfg.retention if cfg.api == "v1" else None,
                                     supervisor=self.supervisor)
         self.writer.start()
@@ -133,8 +132,7 @@ class Service:
             self.catalogue.archive = False
         for rig, tracker in self.trackers.items():
             tracker.cycle_no = await self.catalogue_writer.call(self.catalogue_writer.max_cycle_no, rig)
-        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.run_tags,
-                               self.trackers, self.rigs)
+        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.trackers, self.rigs)
         await self.runs.restore()
         self._tasks.append(self.supervisor.spawn("catalogue", self.catalogue_writer.run))
         log.info("catalogue at %s", url)

@@ -111,6 +111,10 @@ def _chunks(body: bytes, max_bytes: int) -> list[bytes]:
     return out
 
 
+#: run events that begin (or continue after a restart) a rig's run, and that end it
+RUN_BEGINS = ("run_start", "run_resumed")
+RUN_ENDS = ("run_stop",)
+
 class StorageWriter:
     """Consumes a bus subscription and keeps InfluxDB up to date through the spool.
 
@@ -126,13 +130,15 @@ class StorageWriter:
     MAX_BODY_MEMORY_S = 300.0
 
     def __init__(self, client, sub: Subscription, spool: Spool, commit_interval_s: float = 0.2,
-                 run_tags: dict[str, str] | None = None, on_commit=None, retention: str | None = None,
+                 on_commit=None, retention: str | None = None,
                  supervisor: Supervisor | None = None):
         self.client = client
         self.sub = sub
         self.spool = spool
         self.commit_interval_s = commit_interval_s
-        self.run_tags = run_tags if run_tags is not None else {}
+        #: rig → active run id, as the run events on the bus said (they travel with the data, in
+        #: order: every block after a run's start event carries its run tag, up to its stop event)
+        self.active_runs: dict[str, str] = {}
         self.retention = retention
         self.supervisor = supervisor or Supervisor()
         self._buf: list[bytes] = []
@@ -201,7 +207,7 @@ class StorageWriter:
     def _take_one(self, item) -> None:
         if isinstance(item, Tagged):
             tags = {"rig": item.rig}
-            run = self.run_tags.get(item.rig)
+            run = self.active_runs.get(item.rig)
             if run:
                 tags["run"] = run
             dev = item.block.device
@@ -217,13 +223,17 @@ class StorageWriter:
             if counter is not None and len(counter):
                 self._taken_counters[dev] = int(counter[-1])
         elif isinstance(item, Event):
+            if item.kind in RUN_BEGINS and "run_id" in item.fields:
+                self.active_runs[item.rig] = str(item.fields["run_id"])
             self.record(item)
+            if item.kind in RUN_ENDS:  # the stop event itself still belongs to the run
+                self.active_runs.pop(item.rig, None)
         elif isinstance(item, CycleResult):
             self._add(cycle_line(item).encode() + b"\n", 1)
 
     def record(self, event: Event) -> None:
         """Store an event (the writer's own, or one from the bus)."""
-        self._add(event_line(event, self.run_tags.get(event.rig, "")).encode() + b"\n", 1)
+        self._add(event_line(event, self.active_runs.get(event.rig, "")).encode() + b"\n", 1)
 
     def _lost(self, device: str, lines: int, reason: str, counted: bool = False) -> None:
         """Count lines that will never reach InfluxDB and record a ``data_lost`` event for them.

@@ -36,10 +36,10 @@ def test_runs_start_list_stop_through_the_api(tmp_path, influxd):
         assert nokey.returncode == 2 and "RIGDAQ_API_KEY" in nokey.stderr
         listed = _daq("runs", "list", "--config", cfg, key=keys["operator"])
         assert listed.returncode == 0 and "ACTIVE" in listed.stdout and "P-7" in listed.stdout
-        assert st.service.run_tags == {"press-01": "1"}
+        assert st.service.runs.active["press-01"].id == 1
         stop = _daq("runs", "stop", "1", "--config", cfg, key=keys["engineer"])
         assert stop.returncode == 0 and stop.stdout.strip() == "run 1 on press-01: stopped"
-        assert st.service.run_tags == {}
+        assert st.service.runs.active == {}
         ks = _daq("keys", "list", "--config", cfg)
         assert ks.returncode == 0 and "test-qa" in ks.stdout and keys["qa"] not in ks.stdout
         bad = _daq("keys", "create", "--role", "qa", "--name", " ", "--config", cfg)

@@ -130,3 +130,35 @@ def test_the_newest_batch_tells_the_last_counter_a_crash_left_unrecorded(tmp_pat
     # only the newest batch counts (sample=10 is older); "events" may show up (a quoted line),
     # the service looks up stream devices only
     assert Spool(tmp_path, max_bytes=10_000).last_counters()["amp"] == 12
+
+
+async def test_run_ids_travel_with_the_run_events_on_the_bus(tmp_path):
+    """A block is tagged with the run whose start event came before it on the bus, up to its stop event.
+
+    Nothing is shared with the run manager: the order on the bus decides, so a block queued before
+    the start event is not the run's, and the stop event itself is.
+    """
+    from daq.events import Event
+
+    bus = SampleBus()
+    client = FlakyInflux()
+    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path, 10**7), commit_interval_s=0.02)
+    bus.publish(Tagged("rig", _block(0, 1)))
+    bus.publish(Event("run_start", "run 7 started on rig", rig="rig", fields={"run_id": 7}))
+    bus.publish(Tagged("rig", _block(1, 1)))
+    bus.publish(Tagged("other", _block(2, 1)))
+    bus.publish(Event("run_stop", "run 7 stopped on rig", rig="rig", fields={"run_id": 7}))
+    bus.publish(Tagged("rig", _block(3, 1)))
+    bus.publish(Event("run_resumed", "run 8 continues", rig="rig", fields={"run_id": 8}))
+    bus.publish(Tagged("rig", _block(4, 1)))
+    w.start()
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if w.stats.samples_in == 5 and not w.spool.files:
+            break
+    await w.stop()
+    tags = [ln.split(" ", 1)[0] for ln in _lines(client) if not ln.startswith("events,") or "kind=run" in ln]
+    assert tags == ["dev,rig=rig", "events,kind=run_start,level=info,rig=rig,run=7", "dev,rig=rig,run=7",
+                    "dev,rig=other", "events,kind=run_stop,level=info,rig=rig,run=7", "dev,rig=rig",
+                    "events,kind=run_resumed,level=info,rig=rig,run=8", "dev,rig=rig,run=8"]
+    assert w.active_runs == {"rig": "8"}
