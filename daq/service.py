@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -21,6 +18,7 @@ from daq.bus import SampleBus, Tagged
 from daq.catalogue import Catalogue, CatalogueWriter
 from daq.config import Settings
 from daq.cycles import CycleResult, RunArtifact, tracker_for
+from daq.cycles.stage import SegmentationStage
 from daq.events import Event
 from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.keys import KeyStore
@@ -28,6 +26,7 @@ from daq.live import LatestValues, LiveFeed
 from daq.outbox import Outbox
 from daq.runs import RunManager
 from daq.simulators import build_simulator
+from daq.state import ClockStore, CrashState
 from daq.storage.influx_v1 import InfluxV1Client, masked_url
 from daq.storage.influx_v2 import InfluxV2Client
 from daq.storage.spool import Spool
@@ -65,13 +64,15 @@ class Service:
         self._tasks: list[asyncio.Task] = []
         self.started_ns = 0
         self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r, self.bus))}
+        self.segmentation = SegmentationStage(self.bus, self.trackers)
         self.last_cycle: dict[str, CycleResult] = {}
         self.catalogue: Catalogue | None = None
         self.catalogue_writer: CatalogueWriter | None = None
         self.runs: RunManager | None = None
         self.keys: KeyStore | None = None
         self._writers: dict[str, ChannelWriter] = {}  # device → how to write its writable channels
-        self._state_lock = threading.Lock()  # heartbeat and commit thread both write the state
+        self.crash_state = CrashState(settings.data_dir / "service.state")
+        self.clocks = ClockStore(settings.data_dir / "stream_clocks.json")
         for rig in settings.rigs:
             for d in rig.devices:
                 self.live.set_units(rig.name, d.channel_units())
@@ -176,7 +177,7 @@ class Service:
         shared: dict = {}  # what a transport shares across devices (one RS-485 line for its units)
         for rig in self.settings.rigs:
             ctx = BuildContext(rig.name, self.bus, self.settings.data_dir, shared, self._resume_counters,
-                               self._saved_clocks)
+                               self.clocks.saved)
             for dev in rig.devices:
                 built = transport_of(dev).build(dev, ctx)
                 if built.writer is not None:
@@ -186,20 +187,12 @@ class Service:
                     self._tasks.append(self.supervisor.spawn(f"acq {rig.name}/{acq.status.device}", acq.run))
 
     async def _follow_live(self) -> None:
+        """The live view: latest values, the last cycle per rig, recent events, the live feed."""
         sub = self._live_sub
         while True:
             item = await sub.get()
             if isinstance(item, Tagged):
                 self.live.update(item.rig, item.block)
-                tracker = self.trackers.get(item.rig)
-                if tracker is not None:
-                    try:
-                        tracker.feed(item.rig, item.block)
-                    except Exception as e:  # one bad block must not end segmentation for good
-                        log.exception("%s: cycle segmentation failed on a block of %s", item.rig,
-                                      item.block.device)
-                        self.bus.publish(Event("analysis_error", f"cycle segmentation failed: {e!r}",
-                                               rig=item.rig, device=item.block.device, level="error"))
             elif isinstance(item, CycleResult):
                 self.last_cycle[item.rig] = item
                 self._to_feed(self.feed.cycle, item)
@@ -217,15 +210,9 @@ class Service:
             log.exception("live feed: cannot send %s", type(item).__name__)
 
     # -- run state: how an earlier run ended ---------------------------------------------
-    @property
-    def state_file(self) -> Path:
-        """Heartbeat of the running service; left behind only by a crash or kill -9."""
-        return self.settings.data_dir / "service.state"
-
     def _read_previous_state(self) -> None:
-        try:
-            state = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
+        state = self.crash_state.previous()
+        if state is None:
             return
         gap_s = (time.time_ns() - int(state.get("heartbeat_ns", 0))) / 1e9
         msg = (f"the previous run (pid {state.get('pid')}) ended without shutting down (crash or "
@@ -243,40 +230,9 @@ class Service:
 
     def _write_state(self, counters: dict[str, int] | None = None) -> None:
         """Heartbeat plus, per stream, the last sample counter that is safely on disk."""
-        with self._state_lock:  # else a heartbeat's older copy could replace a newer commit's counters
-            if counters is None:
-                counters = self.writer.safe_counters() if self.writer else {}
-            tmp = self.state_file.with_suffix(f".tmp{threading.get_ident()}")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "heartbeat_ns": time.time_ns(),
-                                       "counters": counters}))
-            tmp.replace(self.state_file)
-
-    CLOCK_BASELINE_S = 20.0  # a drift estimate is kept once fitted over at least this long
-
-    @property
-    def clocks_file(self) -> Path:
-        """Each stream's clock drift estimate, kept across restarts (clean or not)."""
-        return self.settings.data_dir / "stream_clocks.json"
-
-    def _load_clocks(self) -> dict:
-        try:
-            saved = json.loads(self.clocks_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return saved if isinstance(saved, dict) else {}
-
-    def _save_clocks(self) -> None:
-        states = dict(self._saved_clocks)  # a short run's rough estimate does not replace a good one
-        for a in self.acquisitions:
-            if (st := a.clock_state()) is not None and st.get("baseline_s", 0.0) >= self.CLOCK_BASELINE_S:
-                states[a.status.device] = st
-        if not states:
-            return
-        self._saved_clocks = states
-        self.clocks_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.clocks_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(states))
-        tmp.replace(self.clocks_file)
+        if counters is None:
+            counters = self.writer.safe_counters() if self.writer else {}
+        self.crash_state.write(counters)
 
     async def _heartbeat(self) -> None:
         failing = False
@@ -285,13 +241,13 @@ class Service:
             beats += 1
             if beats % 20 == 0:  # every 10 s: the drift changes slowly
                 with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self._save_clocks)
+                    await asyncio.to_thread(self.clocks.save, self.acquisitions)
             try:
                 await asyncio.to_thread(self._write_state)
                 failing = False
             except OSError as e:  # a full disk: the spool reports it; say it once here
                 if not failing:
-                    log.error("cannot write %s: %s", self.state_file, e)
+                    log.error("cannot write %s: %s", self.crash_state.path, e)
                 failing = True
             await asyncio.sleep(0.5)
 
@@ -300,13 +256,14 @@ class Service:
         self.started_ns = time.time_ns()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._resume_counters: dict[str, int] = {}
-        self._saved_clocks = self._load_clocks()
+        self.clocks.load()
         await self._prepare_simulators()
         await self._start_storage()
         await self._start_catalogue()
         await self._start_simulators()  # a busy port fails here; the caller's stop() ends influxd
         self._live_sub = self.bus.subscribe("live", maxsize=1000)
         self._tasks.append(self.supervisor.spawn("live", self._follow_live))
+        self._tasks.append(self.supervisor.spawn("segmentation", self.segmentation.run))
         self._tasks.append(self.supervisor.spawn("live feed", self.feed.run))
         await asyncio.sleep(0)  # let the live view subscribe
         self._read_previous_state()  # after storage subscribed: its event must be stored
@@ -320,9 +277,9 @@ class Service:
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
         try:
-            self._save_clocks()
+            self.clocks.save(self.acquisitions)
         except OSError as e:
-            log.warning("cannot keep the stream clocks' drift in %s: %s", self.clocks_file, e)
+            log.warning("cannot keep the stream clocks' drift in %s: %s", self.clocks.path, e)
         if self.catalogue_writer is not None:
             await self.catalogue_writer.drain()
             self.catalogue_writer.close()
@@ -335,8 +292,7 @@ class Service:
             await sim.stop()
         if self.influxd is not None:
             self.influxd.stop()
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()  # a clean stop
+        self.crash_state.clear()  # a clean stop
 
     # -- views -------------------------------------------------------------------------
     def health(self) -> dict:

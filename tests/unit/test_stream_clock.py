@@ -673,15 +673,13 @@ def test_the_service_keeps_a_well_fitted_drift_across_a_clean_restart(tmp_path):
 
     settings = press_settings(tmp_path, "http://127.0.0.1:1", "db")
     first = Service(settings, simulate=False)
-    first._saved_clocks = first._load_clocks()
-    assert first._saved_clocks == {}
+    assert first.clocks.load() == {}
     amp, other = (StreamAcquisition("press-01", name, None, FrameCodec([]), 10_000.0, SampleBus())
                   for name in ("press01_amp", "short_lived"))
     assert amp.restore_clock({"rate_hz": 10_000.0, "drift_ppm": 39.5, "measured_ns": 1, "baseline_s": 60.0})
     assert other.restore_clock({"rate_hz": 10_000.0, "drift_ppm": 80.0, "measured_ns": 1, "baseline_s": 3.0})
-    first.acquisitions = [amp, other]
-    first._save_clocks()
-    again = Service(settings, simulate=False)._load_clocks()
+    first.clocks.save([amp, other])
+    again = Service(settings, simulate=False).clocks.load()
     # only the estimate fitted over ≥ 20 s is kept; the next start restores it exactly
     assert again == {"press01_amp": {"rate_hz": 10_000.0, "drift_ppm": 39.5, "measured_ns": 1, "baseline_s": 60.0}}
     fresh = StreamAcquisition("press-01", "press01_amp", None, FrameCodec([]), 10_000.0, SampleBus())
