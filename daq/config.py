@@ -245,7 +245,7 @@ def _key_path(loc: tuple, data: object = None) -> str:
             node = node[part] if isinstance(node, list) and part < len(node) else None
             if isinstance(node, dict) and isinstance(node.get("name"), str):
                 out += f" ({node['name']})"
-        elif str(part).startswith("function-") or part in ("modbus_tcp", "modbus_rtu", "serial_stream"):
+        elif str(part).startswith("function-") or part in TRANSPORTS:  # a device's discriminator tag
             continue
         else:
             out += ("." if out else "") + str(part)

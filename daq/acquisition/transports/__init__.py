@@ -18,13 +18,14 @@ from daq.acquisition.transports.base import (
     device_path,
 )
 from daq.acquisition.transports.modbus import MODBUS_RTU, MODBUS_TCP
+from daq.acquisition.transports.opcua import OPCUA
 from daq.acquisition.transports.serial_stream import SERIAL_STREAM
 
 __all__ = ["TRANSPORTS", "Acquisition", "BuildContext", "Built", "ChannelWriter", "Transport", "device_path",
            "device_schema", "transport_of"]
 
 #: transport name (a rig file's ``transport = "…"``) → its declaration
-TRANSPORTS: dict[str, Transport] = {t.name: t for t in (MODBUS_TCP, MODBUS_RTU, SERIAL_STREAM)}
+TRANSPORTS: dict[str, Transport] = {t.name: t for t in (MODBUS_TCP, MODBUS_RTU, SERIAL_STREAM, OPCUA)}
 
 
 def device_schema():
