@@ -1,30 +1,32 @@
-"""How runs and cycles look in the API (and in reports): response models and their builders."""
+"""How runs and cycles look in the API: the response models, built from :mod:`daq.reports.records`.
+
+The dicts there are what certificates hold too, so a cycle or run reads the same in the
+API and in a report.
+"""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
 from daq.catalogue import RunRow
+from daq.reports.records import artifact_dict, cycle_dict, run_dict
+from daq.reports.records import sweep as sweep_rows
+from daq.rigs import KINDS
 
-
-def iso(t_ns: int | None) -> str | None:
-    """ISO 8601 UTC of a nanosecond timestamp."""
-    if t_ns is None:
-        return None
-    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="milliseconds")
+_EXAMPLE_METRICS = {"peak_force_kN": 97555.0, "forming_energy_kJ": 2314.0}
+#: the kind whose metrics those are (the schema example names no kind itself)
+_EXAMPLE_KIND = next((k.name for k in KINDS.values() if set(_EXAMPLE_METRICS) <= set(k.metrics)), "")
 
 
 class CycleOut(BaseModel):
     """One analysed cycle: a press blow or a motor test step."""
 
     model_config = {"json_schema_extra": {"examples": [{
-        "id": 17, "rig": "press-01", "run": 3, "cycle_no": 17, "kind": "screw_press",
+        "id": 17, "rig": "press-01", "run": 3, "cycle_no": 17, "kind": _EXAMPLE_KIND,
         "start": "2026-11-27T09:14:03.120+00:00", "end": "2026-11-27T09:14:03.266+00:00",
         "t_ns": 1795770843120000000, "verdict": "nok",
         "reasons": ["max_channel_share = 0.34 above max 0.3"],
-        "metrics": {"peak_force_kN": 97555.0, "forming_energy_kJ": 2314.0},
+        "metrics": _EXAMPLE_METRICS,
         "info": {"part": 17, "blow_in_part": 1, "bounces": 0, "device": "press01_amp"}, "version": "press-1.1",
         "samples_sha256": "9f2c…"}]}}
 
@@ -99,16 +101,13 @@ class RunOut(BaseModel):
 def run_out(r: RunRow, cycle_rows: list[dict] | None = None, artifacts: list[dict] | None = None,
             sweep: list[SweepRow] | None = None) -> RunOut:
     """A run for the API; counts only when its cycles are given."""
-    out = RunOut(id=r.id, rig=r.rig, active=r.active, started=iso(r.started_ns), stopped=iso(r.stopped_ns),
-                 started_ns=r.started_ns, stopped_ns=r.stopped_ns, operator=r.operator,
-                 part_number=r.part_number, lot=r.lot, serial=r.serial, notes=r.notes, extra=r.extra or {},
-                 started_by=r.started_by)
+    out = RunOut(**run_dict(r))
     if cycle_rows is not None:
         out.cycles = len(cycle_rows)
         out.ok = sum(1 for c in cycle_rows if c["verdict"] == "ok")
         out.nok = out.cycles - out.ok
     if artifacts is not None:
-        out.artifacts = [Artifact(name=a["name"], time=iso(a["t_ns"]), data=a["data"]) for a in artifacts]
+        out.artifacts = [Artifact(**artifact_dict(a)) for a in artifacts]
     if sweep:
         out.sweep = sweep
     return out
@@ -116,22 +115,9 @@ def run_out(r: RunRow, cycle_rows: list[dict] | None = None, artifacts: list[dic
 
 def cycle_out(c: dict) -> CycleOut:
     """A catalogue cycle row for the API."""
-    return CycleOut(id=c["id"], rig=c["rig"], run=c["run_id"], cycle_no=c["cycle_no"], kind=c["kind"],
-                    start=iso(c["t_ns"]), end=iso(c["end_ns"]), t_ns=c["t_ns"], verdict=c["verdict"],
-                    reasons=list(c["reasons"]), metrics=dict(c["metrics"]), info=dict(c["info"]),
-                    version=c["version"], samples_sha256=c["samples_sha256"])
+    return CycleOut(**cycle_dict(c))
 
 
 def sweep_table(cycle_rows: list[dict]) -> list[SweepRow]:
-    """Motor test steps as a torque–speed / efficiency table (empty for presses)."""
-    out = []
-    for c in cycle_rows:
-        if c["kind"] != "srm_rig":
-            continue
-        m = c["metrics"]
-        out.append(SweepRow(step=int(c["info"].get("step", 0)), speed_rpm=m.get("speed_rpm"),
-                            torque_Nm=m.get("mean_torque_Nm"), mech_power_W=m.get("mech_power_W"),
-                            elec_power_W=m.get("elec_power_W"), efficiency=m.get("efficiency"),
-                            phase_current_rms_A=m.get("phase_current_rms_A"),
-                            torque_ripple_pct=m.get("torque_ripple_pct"), verdict=c["verdict"]))
-    return out
+    """A run's cycles as its kind's table across operating points (a motor's torque–speed sweep; else empty)."""
+    return [SweepRow(**row) for row in sweep_rows(cycle_rows)]

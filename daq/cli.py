@@ -302,8 +302,8 @@ def _catalogue(args):
 
 def cmd_keys(args) -> int:
     """Create, list and revoke API keys (stored hashed in the catalogue)."""
-    from api.views import iso
     from daq.keys import KeyStore
+    from daq.reports.records import iso
 
     _, cat = _catalogue(args)
     if cat is None:
@@ -336,7 +336,7 @@ def cmd_keys(args) -> int:
 
 def cmd_report(args) -> int:
     """Write a run's certification report from the catalogue."""
-    from api.reports import RENDER, ReportError, build_report
+    from daq.reports.certificate import RENDER, ReportError, build_report
 
     settings, cat = _catalogue(args)
     if cat is None:

@@ -24,9 +24,10 @@ from fastapi.responses import Response
 from analysis.result import samples_hash
 from api.auth import QA
 from api.deps import ServiceDep, catalogue_of
-from api.plots import cycle_plot
 from api.views import CycleOut, cycle_out
-from daq.storage.influx_v1 import InfluxError, InfluxV1Client, series_rows
+from daq.reports.plots import cycle_plot
+from daq.reports.records import known_kind
+from daq.storage.influx_v1 import InfluxError
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +50,27 @@ async def get_cycle(cycle_id: CycleId, service: ServiceDep, who: QA) -> CycleOut
 
 
 def _window(service, row: dict) -> tuple[int, int]:
-    """The analysed window: press blows keep ``pre_s``/``post_s`` around the contact."""
-    rig = service.rigs.get(row["rig"])
-    if rig is not None and rig.kind == "screw_press":
-        return row["t_ns"] - int(rig.segmentation.pre_s * 1e9), row["end_ns"] + int(rig.segmentation.post_s * 1e9)
-    return row["t_ns"], row["end_ns"]
+    """The part of the stream the cycle's curve covers, as its rig's kind says.
+
+    A press blow keeps ``pre_s``/``post_s`` around the contact; the analysed span when the
+    rig or its kind is gone.
+    """
+    rig, kind = service.rigs.get(row["rig"]), known_kind(row["kind"])
+    if rig is None or kind is None:
+        return row["t_ns"], row["end_ns"]
+    return kind.window(rig, row)
 
 
 async def _from_influx(service, row: dict) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     device = row["info"].get("device")
-    if not isinstance(service.client, InfluxV1Client) or not device:
-        return None  # the v2 API has no InfluxQL here: the archive answers
+    if service.client is None or not device:
+        return None
     start, end = _window(service, row)
-    rig = row["rig"].replace("\\", "\\\\").replace("'", "\\'")
-    meas = str(device).replace('"', '\\"')
-    q = f"SELECT * FROM \"{meas}\" WHERE rig = '{rig}' AND time >= {start} AND time <= {end}"
     try:
-        rows = series_rows(await service.client.query(q))
+        return await service.client.curve(str(device), row["rig"], start, end)
     except InfluxError as e:
         log.info("curve of cycle %d from InfluxDB failed (%s); using the archive", row["id"], e)
         return None
-    if not rows:
-        return None
-    t = np.array([r["time"] for r in rows], dtype=np.int64)
-    skip = {"time", "rig", "run", "sample"}
-    chans = {}
-    for k in rows[0]:
-        if k in skip:
-            continue
-        vals = [r.get(k) for r in rows]
-        if all(isinstance(v, int | float) or v is None for v in vals):
-            chans[k] = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
-    return t, chans
 
 
 async def cycle_samples(service, row: dict, source: str) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
@@ -158,7 +148,11 @@ async def curve(cycle_id: CycleId, service: ServiceDep, who: QA,
 @router.get("/{cycle_id}/plot.png", summary="The cycle's plot",
             responses={200: {"content": {"image/png": {}}, "description": "PNG"}})
 async def plot(cycle_id: CycleId, service: ServiceDep, who: QA) -> Response:
-    """Force over position with the envelope band (press); torque and phase currents (motor)."""
+    """The cycle as its rig's kind draws it.
+
+    Force over position with the envelope band (press), torque and phase currents (motor);
+    every channel over time otherwise.
+    """
     row = await _cycle(service, cycle_id)
     _, t_ns, chans = await cycle_samples(service, row, "auto")
     rig = service.rigs.get(row["rig"])

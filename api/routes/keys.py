@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Admin
 from api.deps import ServiceDep
-from api.views import iso
+from daq.reports.records import iso
 
 router = APIRouter(prefix="/api/keys", tags=["keys"])
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.auth import QA, Engineer, Operator
 from api.deps import ServiceDep, catalogue_of
-from api.reports import RENDER, ReportError, build_report
 from api.views import CycleOut, RunOut, cycle_out, run_out, sweep_table
+from daq.reports.certificate import RENDER, ReportError, build_report
 from daq.runs import RunError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class RunStart(BaseModel):
     notes: Annotated[str, Field(max_length=4000)] = ""
     extra: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=200)]] = Field(
         default_factory=dict, max_length=32, description="further metadata, name → text")
-    start_sequence: bool = Field(default=False, description="srm_rig: also start the rig's test sequence")
+    start_sequence: bool = Field(default=False, description="motor test rigs: also start the rig's test sequence")
 
     @field_validator("rig", "operator", "part_number", "lot", "serial", "notes")
     @classmethod

@@ -12,10 +12,16 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import numpy as np
 
 log = logging.getLogger(__name__)
 
 _DROPPED = re.compile(r"dropped=(\d+)")
+
+#: what a curve leaves out: the tags and the per-sample counter
+CURVE_SKIP = frozenset({"rig", "run", "sample"})
+
+Curve = tuple[np.ndarray, dict[str, np.ndarray]]
 
 
 class InfluxError(Exception):
@@ -137,6 +143,29 @@ class InfluxV1Client:
             if "error" in res:
                 raise InfluxError(f"query error: {res['error']}", "bad_data", 200)
         return results
+
+    async def curve(self, measurement: str, rig: str, start_ns: int, end_ns: int) -> Curve | None:
+        """A rig's samples of one measurement from ``start_ns`` to ``end_ns`` (both included).
+
+        Returns (time in ns as int64, every numeric field as a float64 array, None → NaN),
+        without the tags (``rig``, ``run``) and the ``sample`` counter; None when there is
+        no sample in the window. Raises :class:`InfluxError`.
+        """
+        rig_q = rig.replace("\\", "\\\\").replace("'", "\\'")
+        meas = measurement.replace('"', '\\"')
+        q = f"SELECT * FROM \"{meas}\" WHERE rig = '{rig_q}' AND time >= {int(start_ns)} AND time <= {int(end_ns)}"
+        rows = series_rows(await self.query(q))
+        if not rows:
+            return None
+        t = np.array([r["time"] for r in rows], dtype=np.int64)
+        chans = {}
+        for k in rows[0]:
+            if k == "time" or k in CURVE_SKIP:
+                continue
+            vals = [r.get(k) for r in rows]
+            if all(isinstance(v, int | float) or v is None for v in vals):
+                chans[k] = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+        return t, chans
 
 
 def series_rows(results: list[dict]) -> list[dict]:

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from analysis.result import samples_hash
-from api.reports import verify_content_hash
+from daq.reports.certificate import verify_content_hash
 from tests.integration.helpers import (
     PRESS_THIRD_CONTACT_S,
     bearer,

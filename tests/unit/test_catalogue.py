@@ -5,11 +5,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from api.reports import build_report, render_csv, verify_content_hash
 from daq.catalogue import Catalogue, pack_samples, unpack_samples
 from daq.cycles import CycleResult
 from daq.keys import KeyStore, check_key, hash_key, role_at_least
 from daq.live import LatestValues, LiveFeed
+from daq.reports.certificate import build_report, render_csv, verify_content_hash
 
 
 def test_archive_roundtrip_is_bit_identical_and_compresses():

@@ -6,6 +6,11 @@ SHA-256 of every cycle's samples, process capability and an I-MR chart of the ke
 with Nelson-rule flags, the overall verdict, the SHA-256 of the report's own content and
 a signature block. ``content_sha256`` is the SHA-256 of the report's JSON content
 (sorted keys, no whitespace) without that field, so anyone can check it from the JSON.
+
+The content is built from plain dicts (:mod:`daq.reports.records`); what differs between
+rig kinds (the key metric, the method text, a sweep table) is asked of the run's kind. A
+run whose kind this build does not know (a foreign or old catalogue) still gets its
+certificate: no key metric (no I-MR chart), an empty method text, no sweep table.
 """
 
 from __future__ import annotations
@@ -20,20 +25,9 @@ from dataclasses import asdict
 import numpy as np
 
 from analysis.spc import capability, imr
-from api.plots import imr_chart
-from api.views import cycle_out, iso, run_out, sweep_table
 from daq import __version__
 from daq.catalogue import Catalogue
-
-KEY_METRIC = {"screw_press": "peak_force_kN", "srm_rig": "efficiency"}
-METHOD = {
-    "screw_press": "Blows cut from the force stream (contact threshold with hysteresis); metrics per "
-                   "rigdaq analysis.press: peak force, forming energy (integral of force over ram travel), "
-                   "impact velocity (Savitzky–Golay), blow energy ½Jω²+½mv², efficiency, contact time.",
-    "srm_rig": "Test steps cut at step changes after a settle time, steady window of whole revolutions; "
-               "metrics per rigdaq analysis.srm: mean torque and ripple, mechanical and electrical power, "
-               "efficiency, phase RMS currents, copper loss, ripple frequency (Welch).",
-}
+from daq.reports.records import artifact_dict, cycle_dict, iso, known_kind, run_dict, sweep
 
 
 class ReportError(Exception):
@@ -62,8 +56,9 @@ def build_report(catalogue: Catalogue, run_id: int, rigs: dict | None = None) ->
     kind = cfg.get("kind") or (rows[0]["kind"] if rows else "")
     limits: dict = cfg.get("limits", {})
     started = time.strftime("%Y%m%d", time.gmtime(run.started_ns / 1e9))
-    cycles = [cycle_out(r).model_dump() for r in rows]
-    key = KEY_METRIC.get(kind, "")
+    cycles = [cycle_dict(r) for r in rows]
+    rig_kind = known_kind(kind)
+    key = rig_kind.key_metric if rig_kind is not None else ""
     stats = {}
     for metric in sorted(set(limits) | ({key} if key else set())):
         vals = np.array([c["metrics"].get(metric) for c in cycles if c["metrics"].get(metric) is not None],
@@ -93,8 +88,8 @@ def build_report(catalogue: Catalogue, run_id: int, rigs: dict | None = None) ->
         "status": "final" if run.stopped_ns else "interim: the run is still active",
         "issuer": f"rigdaq {__version__}",
         "rig": {"name": run.rig, "kind": kind, "description": cfg.get("description", "")},
-        "run": run_out(run).model_dump(exclude={"cycles", "ok", "nok", "artifacts", "sweep"}),
-        "method": {"description": METHOD.get(kind, ""),
+        "run": run_dict(run),
+        "method": {"description": rig_kind.method if rig_kind is not None else "",
                    "analysis_versions": sorted({c["version"] for c in cycles}),
                    "segmentation": cfg.get("segmentation", {})},
         "limits": limits,
@@ -103,8 +98,8 @@ def build_report(catalogue: Catalogue, run_id: int, rigs: dict | None = None) ->
         "summary": {"cycles": len(cycles), "ok": len(cycles) - len(nok), "nok": len(nok)},
         "statistics": stats,
         "imr": chart,
-        "sweep": [s.model_dump() for s in sweep_table(rows)],
-        "artifacts": [{"name": a["name"], "time": iso(a["t_ns"]), "data": a["data"]} for a in arts],
+        "sweep": sweep(cycles),  # from the served cycles: metrics already floats, as the API has them
+        "artifacts": [artifact_dict(a) for a in arts],
         "overall_verdict": overall,
         "signatures": [{"role": "Inspector (test performed by)", "name": run.operator},
                        {"role": "Quality assurance (released by)", "name": ""}],
@@ -165,6 +160,8 @@ def render_pdf(report: dict) -> bytes:
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
     from reportlab.platypus import Image, PageBreak, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    from daq.reports.plots import imr_chart
 
     styles = getSampleStyleSheet()
     small = styles["BodyText"].clone("small", fontSize=7, leading=8.5)
