@@ -24,6 +24,14 @@ class Reading:
     device: str
 
 
+
+def _cycle_noun(kind: str) -> str:
+    """What the rig's kind calls one cycle ("blow", "step"), for the operator page."""
+    from daq.rigs import KINDS
+
+    spec = KINDS.get(kind)
+    return (spec.cycle_noun if spec is not None else None) or "cycle"
+
 class LatestValues:
     """Keeps, per rig and channel, the last valid sample seen."""
 
@@ -135,6 +143,7 @@ class LiveFeed:
     def cycle(self, c) -> None:
         """A new cycle (or its update) with its verdict."""
         self._send(c.rig, {"type": "cycle", "rig": c.rig, "id": c.id, "cycle_no": c.cycle_no, "kind": c.kind,
+                           "noun": _cycle_noun(c.kind),
                            "t_ns": c.t_ns, "verdict": c.verdict, "reasons": c.reasons, "run": c.run,
                            "metrics": {k: (float(v) if v is not None and math.isfinite(v) else None)
                                        for k, v in c.metrics.items()}})

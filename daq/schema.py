@@ -65,8 +65,5 @@ class SimulationSettings(Strict):
     seed: int = 1
     clock_ppm: float = Field(default=0.0, ge=-1000, le=1000, description="rig clock error vs host")
     faults: list[ScheduledFault] = Field(default_factory=list)
-    autostart: bool = Field(default=True, description="srm_rig: run the test sequence from the start")
-    loop: bool = Field(default=True, description="srm_rig: repeat the sequence after a pause")
-    pause_s: float = Field(default=2.0, ge=0, le=86400, description="srm_rig: the pause between repetitions")
     stream_buffer_s: float = Field(default=2.0, gt=0, le=60,
                                    description="seconds of frames a simulated instrument buffers while nobody reads")

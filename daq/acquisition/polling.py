@@ -91,7 +91,7 @@ class StaleWatch:
 
 
 class Poller(Protocol):
-    """A device read by a fixed plan of requests into a raw row (:class:`drivers.modbus.ModbusPoller`).
+    """A device read by a fixed plan of requests into a raw row (what the Modbus transport builds).
 
     ``codec`` decodes raw rows into channels (:class:`drivers.registers.RegisterCodec`);
     ``poll`` fills one row and says which requests failed.

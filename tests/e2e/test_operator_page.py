@@ -43,7 +43,7 @@ def test_operator_signs_in_and_sees_live_values_and_the_verdict(running, browser
                     s => [s.firstChild.textContent.trim(), s.querySelector("b").textContent])),
                 reasons: reasons ? reasons.innerText.split("\\n") : []};
     }""")
-    word = re.fullmatch(r"cycle \d+: (OK|NOK)", shown["head"]).group(1).lower()
+    word = re.fullmatch(r"blow \d+: (OK|NOK)", shown["head"]).group(1).lower()
     assert shown["cls"] == f"verdict v-{word}"
     # the verdict the shipped limits give this blow: ok up to 100 MN, else nok naming the peak force
     # (tests/integration/helpers.py); the page shows the peak to the kN

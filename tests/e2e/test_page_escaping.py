@@ -83,7 +83,7 @@ def test_verdict_reasons_are_text_one_per_line(running, browser):
       window.__seen = null;
       const box = document.querySelector('#rig-press-01 .verdict');
       new MutationObserver(() => {
-        if (window.__seen || !box.textContent.includes('cycle 999999:')) return;
+        if (window.__seen || !box.textContent.includes('blow 999999:')) return;
         const reasons = box.querySelector('.reasons');
         window.__seen = {head: box.querySelector('b').textContent, cls: box.className,
                          reasons: [...reasons.childNodes].map(n => n.nodeName === '#text' ? n.textContent : n.nodeName),
@@ -94,7 +94,7 @@ def test_verdict_reasons_are_text_one_per_line(running, browser):
                             verdict="nok", reasons=REASONS, run=None, metrics={"peak_force_kN": 99.0})
     running.loop.call_soon_threadsafe(running.service.feed.cycle, cycle)
     seen = page.wait_for_function("() => window.__seen", timeout=10_000).json_value()
-    assert seen == {"head": "cycle 999999: NOK", "cls": "verdict v-nok",
+    assert seen == {"head": "blow 999999: NOK", "cls": "verdict v-nok",
                     "reasons": [REASONS[0], "BR", REASONS[1]], "imgs": 0, "scripts": 0}
     assert page.evaluate("() => window.__pwned === undefined")
     ctx.close()

@@ -8,7 +8,15 @@ from pydantic import Field, model_validator
 
 from analysis.srm import METRICS as SRM_METRICS
 from daq.config import RigBase
-from daq.schema import Strict
+from daq.schema import SimulationSettings, Strict
+
+
+class SrmSimulationSettings(SimulationSettings):
+    """The simulated rig, plus how its controller runs the test sequence."""
+
+    autostart: bool = Field(default=True, description="run the test sequence from the start")
+    loop: bool = Field(default=True, description="repeat the sequence after a pause")
+    pause_s: float = Field(default=2.0, ge=0, le=86400, description="the pause between repetitions")
 
 
 class SrmParameters(Strict):
@@ -77,6 +85,7 @@ class SrmRig(RigBase):
     """A switched-reluctance motor test rig."""
 
     kind: Literal["srm_rig"]
+    simulation: SrmSimulationSettings = SrmSimulationSettings()
     parameters: SrmParameters
     segmentation: SrmSegmentation = SrmSegmentation()
     sequence: list[SequenceStep] = Field(default_factory=list, description="the test sequence")
