@@ -94,6 +94,8 @@ class RunManager:
         tracker = self.trackers.get(run.rig)
         if tracker is not None and self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
             final = tracker.close_run(end_ns)
+            if final is not None:
+                self.bus.publish(final)  # stored, and shown live, as any result
             if isinstance(final, RunArtifact):  # a result of the whole run (a logger's summary)
                 await self.writer.call(self.catalogue.file_artifact, final)
             elif final is not None:  # filed now: the run's results are final when stop returns

@@ -63,7 +63,7 @@ class Service:
         self.rigs = {r.name: r for r in settings.rigs}
         self._tasks: list[asyncio.Task] = []
         self.started_ns = 0
-        self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r, self.bus))}
+        self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r))}
         self.segmentation = SegmentationStage(self.bus, self.trackers)
         self.last_cycle: dict[str, CycleResult] = {}
         self.catalogue: Catalogue | None = None

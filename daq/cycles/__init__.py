@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from daq.bus import SampleBus
 from daq.cycles.result import CycleResult, RunArtifact
 
 __all__ = ["CycleResult", "RunArtifact", "tracker_for"]
 
 
-def tracker_for(rig, bus: SampleBus):
+def tracker_for(rig):
     """The rig kind's live tracker (:meth:`daq.rigs.kind.RigKind.tracker_for`), or None."""
     from daq.rigs import kind_of
 
-    return kind_of(rig).tracker_for(rig, bus)
+    return kind_of(rig).tracker_for(rig)

@@ -1,7 +1,8 @@
 """The segmentation stage: every rig's blocks to its kind's tracker, on its own bus subscription.
 
-It reads only sample blocks; what the trackers make of them (cycle results, run artifacts,
-events) goes back onto the bus for storage, the catalogue and the live view. A tracker
+It reads only sample blocks; what the trackers return (cycle results, run artifacts,
+events) it puts on the bus for storage, the catalogue and the live view: trackers never
+touch the bus they are fed from. A tracker
 that fails on one block costs an ``analysis_error`` event, never the stage.
 """
 
@@ -29,11 +30,14 @@ class SegmentationStage:
         if tracker is None:
             return
         try:
-            tracker.feed(item.rig, item.block)
+            results = tracker.feed(item.rig, item.block)
         except Exception as e:  # one bad block must not end segmentation for good
             log.exception("%s: cycle segmentation failed on a block of %s", item.rig, item.block.device)
             self.bus.publish(Event("analysis_error", f"cycle segmentation failed: {e!r}",
                                    rig=item.rig, device=item.block.device, level="error"))
+            return
+        for r in results or ():
+            self.bus.publish(r)
 
     async def run(self) -> None:
         """Follow the bus until cancelled."""

@@ -44,13 +44,15 @@ class RigKind:
         return tuple(self.schema.METRICS)
 
     # -- cycles ---------------------------------------------------------------------------
-    def tracker_for(self, rig, bus) -> Any:
+    def tracker_for(self, rig) -> Any:
         """The rig's live tracker, or None (no cycles, or no device carries ``master_channel``).
 
-        A tracker takes every block of the rig (``feed(rig, block)``), knows the active run
-        (``run``, set by the run manager), numbers its cycles from ``cycle_no`` and, when a run
-        stops, returns what becomes final then (``close_run(end_ns)``: a cycle result, a run
-        artifact, or None). By default it runs on the rig's fastest device carrying
+        A tracker takes every block of the rig and returns what it completed
+        (``feed(rig, block) -> list`` of cycle results, run artifacts, events: the
+        segmentation stage publishes them), knows the active run (``run``, set by the run
+        manager), numbers its cycles from ``cycle_no`` and, when a run stops, returns what
+        becomes final then (``close_run(end_ns)``: a cycle result, a run artifact, or None).
+        It never touches the bus. By default it runs on the rig's fastest device carrying
         ``master_channel``.
         """
         key = self.master_channel
@@ -61,9 +63,9 @@ class RigKind:
             hz = getattr(d, "sample_rate_hz", None) or getattr(d, "poll_hz", 0.0)
             if key in d.channel_units() and hz > rate:
                 best, rate = d.name, hz
-        return None if best is None else self.tracker(rig, best, bus)
+        return None if best is None else self.tracker(rig, best)
 
-    def tracker(self, rig, device: str, bus) -> Any:
+    def tracker(self, rig, device: str) -> Any:
         """The live cycle tracker on ``device`` (see :meth:`tracker_for`)."""
         return None
 

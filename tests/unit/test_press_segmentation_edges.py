@@ -34,7 +34,7 @@ PARAMS = PressParams(contact_threshold_kN=THRESHOLD, contact_hysteresis_kN=HYSTE
 
 
 class Bus:
-    """Collects what the tracker publishes."""
+    """Collects what the tracker returns (as the segmentation stage would publish it)."""
 
     def __init__(self):
         self.items = []
@@ -74,7 +74,7 @@ def recording(n: int, blows=(), spikes=(), bounces=()):
     return t_ns, chans
 
 
-def feed(tracker: PressCycleTracker, t_ns, chans, block: int) -> None:
+def feed(tracker: Staged, t_ns, chans, block: int) -> None:
     for i in range(0, len(t_ns), block):
         sl = slice(i, i + block)
         cols = {k: v[sl] for k, v in chans.items()}
@@ -82,9 +82,29 @@ def feed(tracker: PressCycleTracker, t_ns, chans, block: int) -> None:
         tracker.feed("press-01", Block("amp", t_ns[sl], cols, np.zeros(len(t_ns[sl]), np.uint8)))
 
 
-def tracker(bus, pre_s=0.3, post_s=0.1, limits=None) -> PressCycleTracker:
-    return PressCycleTracker("press-01", "amp", PARAMS, limits or {}, bus, pre_s=pre_s, post_s=post_s,
-                             rate_hz=FS)
+class Staged:
+    """The tracker as the service runs it: what it returns is published, as the stage and run manager do."""
+
+    def __init__(self, tracker: PressCycleTracker, bus):
+        self.tracker, self.bus = tracker, bus
+
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
+
+    def feed(self, rig, block) -> None:
+        for r in self.tracker.feed(rig, block):
+            self.bus.publish(r)
+
+    def close_run(self, end_ns):
+        final = self.tracker.close_run(end_ns)
+        if final is not None:
+            self.bus.publish(final)
+        return final
+
+
+def tracker(bus, pre_s=0.3, post_s=0.1, limits=None) -> Staged:
+    return Staged(PressCycleTracker("press-01", "amp", PARAMS, limits or {}, pre_s=pre_s, post_s=post_s,
+                                    rate_hz=FS), bus)
 
 
 @pytest.mark.parametrize("block", [137, 1_000, 4_096])

@@ -30,12 +30,26 @@ def _feed(tracker, step, speed_sp):
             "speed_setpoint": np.array([speed_sp(tc)]), "torque_setpoint": np.array([40.0])}))
 
 
+class _Staged:
+    """Publishes what the tracker returns, as the segmentation stage does."""
+
+    def __init__(self, tracker: SrmStepTracker, bus: SampleBus):
+        self.tracker, self.bus = tracker, bus
+
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
+
+    def feed(self, rig, block) -> None:
+        for r in self.tracker.feed(rig, block):
+            self.bus.publish(r)
+
+
 def _tracker():
     bus = SampleBus()
     sub = bus.subscribe("t", accepts=(CycleResult,))
-    tr = SrmStepTracker("srm", "analyser", "ctrl", SrmParams(0.6, settle_s=0.3, min_steady_s=0.2), {}, bus,
+    tr = SrmStepTracker("srm", "analyser", "ctrl", SrmParams(0.6, settle_s=0.3, min_steady_s=0.2), {},
                         rate_hz=FS)
-    return tr, sub
+    return _Staged(tr, bus), sub
 
 
 def _results(sub):

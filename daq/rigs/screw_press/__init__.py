@@ -44,8 +44,8 @@ class ScrewPress(RigKind):
               "rigdaq analysis.press: peak force, forming energy (integral of force over ram travel), "
               "impact velocity (Savitzky–Golay), blow energy ½Jω²+½mv², efficiency, contact time.")
 
-    def tracker(self, rig, device, bus):
-        return press_tracker(rig, device, bus)
+    def tracker(self, rig, device):
+        return press_tracker(rig, device)
 
     def analyse(self, rig, t, channels):
         from analysis.press import analyse, bounce_reasons, envelope_reasons, judge

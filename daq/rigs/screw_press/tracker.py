@@ -14,10 +14,11 @@ after a blow's contact ended is a *bounce* of that blow: the blow is analysed as
 was, the bounce is named in its reasons (so it is ``nok``), counted in its ``bounces``
 field, logged and published as a ``bounce`` event; it is never a blow of its own.
 
-Results go on the bus as :class:`CycleResult` (stored in InfluxDB's ``cycles``
-measurement). ``cycle_time_s`` — start of this blow to start of the next accepted one —
-is known only when that blow has been analysed, so it is sent then, as an update of
-the same point.
+:meth:`PressCycleTracker.feed` returns what a block completed: :class:`CycleResult` s
+(stored in InfluxDB's ``cycles`` measurement) and events; the segmentation stage puts
+them on the bus. ``cycle_time_s`` — start of this blow to start of the next accepted one
+— is known only when that blow has been analysed, so it is returned then, as an update
+of the same point.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from analysis.press import (
     velocity_lookback,
 )
 from analysis.result import limit_reasons, samples_hash
-from daq.bus import SampleBus
 from daq.cycles.result import CycleResult, Series, device_time
 from daq.events import Event
 from drivers.block import Block
@@ -61,7 +61,7 @@ class PressCycleTracker:
     MARGIN_NS = 20_000_000  # more than the stream clock ever corrects: the window is cut by counter
 
     def __init__(self, rig: str, master: str, params: PressParams, limits: dict[str, dict[str, float]],
-                 bus: SampleBus, pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
+                 pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
                  envelope: Envelope | None = None, rate_hz: float | None = None):
         self.rig, self.master = rig, master
         # a contact starting inside a blow's post-contact window is that blow's bounce, live and offline
@@ -69,7 +69,7 @@ class PressCycleTracker:
         self.limits, self.envelope = limits, envelope
         self.parts = PartCounter(params.blows_per_part, params.part_gap_s)
         self.rate_hz = rate_hz  # the master stream's sample rate: its counter is the time base
-        self.bus = bus
+        self.results: list = []  # what the block being fed completed
         self.pre_ns, self.post_ns = int(pre_s * 1e9), int(post_s * 1e9)
         self.min_contact_ns = round(params.min_contact_s * 1e9)
         self.series: dict[str, Series] = {}
@@ -102,8 +102,13 @@ class PressCycleTracker:
                 key = name if block.device == self.master else f"{block.device}:{name}"
                 self.series.setdefault(key, Series(self.keep_s)).add(block.t_ns, col)
 
-    def feed(self, rig: str, block: Block) -> None:
-        """Take a block of this rig; analyse any blow it completes."""
+    def feed(self, rig: str, block: Block) -> list:
+        """Take a block of this rig; returns the results and events of the blows it completed."""
+        self._feed(rig, block)
+        out, self.results = self.results, []
+        return out
+
+    def _feed(self, rig: str, block: Block) -> None:
         if rig != self.rig:
             return
         self._add(block)
@@ -142,15 +147,14 @@ class PressCycleTracker:
     def close_run(self, end_ns: int) -> CycleResult | None:
         """The run ends: its last blow's cycle time runs to the end of the run, and is final.
 
-        Returns that blow if it changed (it is also published), so a stopped run's
-        results never change afterwards.
+        Returns that blow if it changed (the run manager files and publishes it), so a
+        stopped run's results never change afterwards.
         """
         last, self.last = self.last, None
         if last is None or last.metrics.get("cycle_time_s") is not None:
             return None
         last.metrics["cycle_time_s"] = (end_ns - last.t_ns) / 1e9
         self._judge_cycle_time(last)
-        self.bus.publish(last)
         return last
 
     def _judge_cycle_time(self, c: CycleResult) -> None:
@@ -241,7 +245,7 @@ class PressCycleTracker:
                    f"(shorter than {self.params.min_contact_s * 1e3:g} ms, or inside an earlier "
                    f"contact's post-contact window): not counted")
             log.warning("%s: %s", self.rig, msg)
-            self.bus.publish(Event("contact_not_analysed", msg, rig=self.rig, device=self.master,
+            self.results.append(Event("contact_not_analysed", msg, rig=self.rig, device=self.master,
                                    level="warning", t_ns=contact_ns))
             return
         r.metrics["cycle_time_s"] = None  # known when the next accepted blow has been analysed
@@ -254,7 +258,7 @@ class PressCycleTracker:
         if prev is not None and prev.metrics.get("cycle_time_s") is None:
             prev.metrics["cycle_time_s"] = (start_ns - prev.t_ns) / 1e9
             self._judge_cycle_time(prev)
-            self.bus.publish(prev)  # the same point again, now with its cycle time
+            self.results.append(prev)  # the same point again, now with its cycle time
         self.cycle_no += 1
         part, blow = self.parts.next(start_ns / 1e9, start_ns / 1e9 + (r.end_s - r.start_s))
         result = CycleResult(self.rig, self.cycle_no, start_ns, r.verdict, dict(r.metrics), r.reasons,
@@ -267,10 +271,10 @@ class PressCycleTracker:
         log.info("%s: blow %d %s (peak %.0f kN, forming %.0f kJ)%s", self.rig, self.cycle_no,
                  r.verdict.upper(), r.metrics["peak_force_kN"] or 0, r.metrics["forming_energy_kJ"] or 0,
                  f": {'; '.join(r.reasons)}" if r.reasons else "")
-        self.bus.publish(result)
+        self.results.append(result)
         for b, text in zip(r.bounces, bounces, strict=True):
             log.warning("%s: blow %d: %s", self.rig, self.cycle_no, text)
-            self.bus.publish(Event("bounce", f"blow {self.cycle_no}: {text}", rig=self.rig, device=self.master,
+            self.results.append(Event("bounce", f"blow {self.cycle_no}: {text}", rig=self.rig, device=self.master,
                                    level="warning", t_ns=int(t_ns[int(np.searchsorted(t_s, b.start_s))]),
                                    fields={"cycle_no": self.cycle_no, "peak_force_kN": b.peak_force_kN,
                                            "after_ms": (b.start_s - r.end_s) * 1e3}))
@@ -296,9 +300,9 @@ def press_envelope(rig) -> Envelope | None:
     return Envelope(tuple(e.position_mm), tuple(e.force_min_kN), tuple(e.force_max_kN))
 
 
-def press_tracker(rig, master: str, bus: SampleBus) -> PressCycleTracker:
+def press_tracker(rig, master: str) -> PressCycleTracker:
     """A blow tracker for a press rig file, on its master stream."""
     seg = rig.segmentation
     rate = next((getattr(d, "sample_rate_hz", None) for d in rig.devices if d.name == master), None)
-    return PressCycleTracker(rig.name, master, press_params(rig), rig.limit_dicts(), bus,
+    return PressCycleTracker(rig.name, master, press_params(rig), rig.limit_dicts(),
                              pre_s=seg.pre_s, post_s=seg.post_s, envelope=press_envelope(rig), rate_hz=rate)

@@ -44,8 +44,8 @@ class SrmTestRig(RigKind):
               "metrics per rigdaq analysis.srm: mean torque and ripple, mechanical and electrical power, "
               "efficiency, phase RMS currents, copper loss, ripple frequency (Welch).")
 
-    def tracker(self, rig, device, bus):
-        return srm_tracker(rig, device, bus)
+    def tracker(self, rig, device):
+        return srm_tracker(rig, device)
 
     def analyse(self, rig, t, channels):
         from analysis.srm import analyse, judge

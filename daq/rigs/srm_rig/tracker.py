@@ -20,7 +20,6 @@ import numpy as np
 
 from analysis.result import samples_hash
 from analysis.srm import SrmParams, analyse_step, characterise, judge
-from daq.bus import SampleBus
 from daq.cycles.result import CycleResult, RunArtifact, Series, device_time
 from drivers.block import Block
 
@@ -37,10 +36,11 @@ class SrmStepTracker:
     """Cuts test steps out of one SRM rig's live blocks and analyses them."""
 
     def __init__(self, rig: str, master: str, controller: str, params: SrmParams,
-                 limits: dict[str, dict[str, float]], bus: SampleBus, keep_s: float = 30.0,
+                 limits: dict[str, dict[str, float]], keep_s: float = 30.0,
                  end_margin_s: float = 0.15, rate_hz: float | None = None):
         self.rig, self.master, self.controller = rig, master, controller
-        self.params, self.limits, self.bus = params, limits, bus
+        self.params, self.limits = params, limits
+        self.results: list = []  # what the block being fed completed
         self.keep_s = keep_s
         self.rate_hz = rate_hz  # the master stream's sample rate: its counter is the time base
         self.counter = Series(keep_s)
@@ -52,8 +52,13 @@ class SrmStepTracker:
         self._step: tuple[int, int, int, dict] | None = None  # (step, state, start_ns, setpoints)
         self._pending: list[tuple[int, int, int, int, dict]] = []
 
-    def feed(self, rig: str, block: Block) -> None:
-        """Take a block of this rig; analyse any step whose window has fully arrived."""
+    def feed(self, rig: str, block: Block) -> list:
+        """Take a block of this rig; returns the results (and run artifacts) of the steps it completed."""
+        self._feed(rig, block)
+        out, self.results = self.results, []
+        return out
+
+    def _feed(self, rig: str, block: Block) -> None:
         if rig != self.rig:
             return
         if block.device == self.master:
@@ -137,7 +142,7 @@ class SrmStepTracker:
                  r.verdict.upper(), m["speed_rpm"] or 0, m["mean_torque_Nm"] or 0,
                  m["torque_ripple_pct"] or 0,
                  f"{m['efficiency']:.3f}" if m["efficiency"] is not None else "—")
-        self.bus.publish(result)
+        self.results.append(result)
 
     def _characterise(self, step: int, start_ns: int, end_ns: int) -> None:
         got = self._window(start_ns, end_ns)
@@ -157,7 +162,7 @@ class SrmStepTracker:
         ch = characterise(pulses, self.params.phase_resistance_ohm)
         log.info("%s: locked-rotor characterisation: L aligned %.2f mH, unaligned %.2f mH", self.rig,
                  (ch.aligned_inductance_H or 0) * 1e3, (ch.unaligned_inductance_H or 0) * 1e3)
-        self.bus.publish(RunArtifact(self.rig, self.run, "locked_rotor_characterisation", start_ns,
+        self.results.append(RunArtifact(self.rig, self.run, "locked_rotor_characterisation", start_ns,
                                      {"step": step, **asdict(ch)}))
 
 
@@ -167,7 +172,7 @@ def srm_params(rig) -> SrmParams:
                      min_steady_s=rig.segmentation.min_steady_s)
 
 
-def srm_tracker(rig, master: str, bus: SampleBus) -> SrmStepTracker | None:
+def srm_tracker(rig, master: str) -> SrmStepTracker | None:
     """A step tracker for an SRM rig file, or None without a controller reporting ``step``."""
     controller = next((d.name for d in rig.devices if "step" in d.channel_units()), None)
     if controller is None:
@@ -175,5 +180,5 @@ def srm_tracker(rig, master: str, bus: SampleBus) -> SrmStepTracker | None:
         return None
     keep = max([s.hold_s for s in rig.sequence] + [10.0]) + 10.0
     rate = next((getattr(d, "sample_rate_hz", None) for d in rig.devices if d.name == master), None)
-    return SrmStepTracker(rig.name, master, controller, srm_params(rig), rig.limit_dicts(), bus, keep_s=keep,
+    return SrmStepTracker(rig.name, master, controller, srm_params(rig), rig.limit_dicts(), keep_s=keep,
                           rate_hz=rate)
