@@ -60,7 +60,7 @@ class RigKind:
             return None
         best, rate = None, 0.0
         for d in rig.devices:
-            hz = getattr(d, "sample_rate_hz", None) or getattr(d, "poll_hz", 0.0)
+            hz = getattr(d, "sample_rate_hz", None) or getattr(d, "poll_hz", None) or 0.0
             if key in d.channel_units() and hz > rate:
                 best, rate = d.name, hz
         return None if best is None else self.tracker(rig, best)

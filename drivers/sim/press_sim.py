@@ -67,6 +67,21 @@ class PlcFace:
 
 
 @dataclass
+class OpcUaFace:
+    """An OPC UA server showing the model: one variable per channel, ``channel → (type, length)``.
+
+    Under ``Objects/<ns>:<name>`` with NodeIds ``ns=<ns>;s=<name>.<channel>`` (the
+    simulated server's namespace ``urn:rigdaq:sim``); each scan's values carry the scan's
+    true time as their source timestamp.
+    """
+
+    name: str
+    channels: dict[str, tuple[str, int]]
+    host: str
+    port: int
+
+
+@dataclass
 class RtuFace:
     """A Modbus RTU unit on a serial line (a pty pair whose host end is at ``link``)."""
 
@@ -192,7 +207,8 @@ class RigSimulator:
     def __init__(self, model, plcs: list[PlcFace] = (), streams: list[StreamFace] = (),
                  rtus: list[RtuFace] = (), seed: int = 1, scan_s: float = 0.005,
                  clock_ppm: float = 0.0, record: bool = False, counter_file: Path | None = None,
-                 stream_buffer_s: float = 2.0, truth_sink: TruthSink | None = None):
+                 stream_buffer_s: float = 2.0, truth_sink: TruthSink | None = None, *,
+                 opcuas: list[OpcUaFace] = ()):
         self.model = model
         self.counter_file = counter_file
         self._prepared = False
@@ -207,6 +223,13 @@ class RigSimulator:
             self.images[face.name] = image
             self.servers[face.name] = ModbusSimServer(image, face.host, face.port, face.unit_id,
                                                       faults=self.faults, name=face.name)
+        self.opcua: dict[str, tuple[OpcUaFace, object]] = {}
+        if opcuas:
+            from drivers.sim.opcua_server import OpcUaSimServer  # asyncua only when a face needs it
+
+            for face in opcuas:
+                chans = {c: (t if n == 0 else (t, n)) for c, (t, n) in face.channels.items()}
+                self.opcua[face.name] = (face, OpcUaSimServer(face.name, chans, face.host, face.port))
         # RTU units grouped by line: one pty pair and one server per line
         self.lines: dict[Path, tuple[PtyPair, ModbusRtuSimServer]] = {}
         by_line: dict[Path, list[RtuFace]] = {}
@@ -328,6 +351,9 @@ class RigSimulator:
                 image.tick = values["plc_tick"]
                 if truth is not None:
                     truth.record("scans", name, image.tick, scan_ns, time.time_ns())
+        for name, (face, server) in self.opcua.items():
+            if server.running and not self.faults.active(name, "stuck"):
+                server.set_nowait(_opcua_values(face, values), source_ns=int(self._truth_ns(self.model.step_count)))
         self.last = values
         if self.history is not None:
             self.history[values["plc_tick"]] = values
@@ -388,6 +414,12 @@ class RigSimulator:
             # pulling the RS-485 cable silences every unit on it
             pair.connected = not any(self.faults.active(name, "disconnect")
                                      for name, _ in server.units.values())
+        for name, (_, server) in self.opcua.items():
+            down = self.faults.active(name, "disconnect")
+            if down and server.running:
+                await server.stop()
+            elif not down and not server.running:
+                await server.start()
         for name, server in self.servers.items():
             down = self.faults.active(name, "disconnect")
             if down and server.running:
@@ -424,11 +456,20 @@ class RigSimulator:
         self.continue_counters()
         self._model_clock_at(self.model.step_count + self._steps_per_ms)  # the first image is "now"
         self._advance(self._steps_per_ms)
+        for face, _ in self.opcua.values():
+            missing = sorted(set(face.channels) - set(self.last))
+            if missing:
+                raise ValueError(f"{face.name}: the simulated rig has no channel {', '.join(map(repr, missing))}; "
+                                 f"it has {', '.join(sorted(self.last))}")
         started: list = []
         try:
             for server in self.servers.values():
                 await server.start()
                 started.append(server)
+            for _, server in self.opcua.values():
+                await server.start()
+                started.append(server)
+            self._publish_opcua_now()
             for out in self.streams.values():
                 out.link.open()
             for pair, server in self.lines.values():
@@ -452,6 +493,8 @@ class RigSimulator:
             self._task = None
         for server in self.servers.values():
             await server.stop()
+        for _, server in self.opcua.values():
+            await server.stop()
         for out in self.streams.values():
             out.link.close()
         for pair, server in self.lines.values():
@@ -459,6 +502,11 @@ class RigSimulator:
             pair.close()
         if self.truth is not None:
             self.truth.close()
+
+    def _publish_opcua_now(self) -> None:
+        """The OPC UA faces show the current image from the moment they start."""
+        for face, server in self.opcua.values():
+            server.set_nowait(_opcua_values(face, self.last), source_ns=int(self._truth_ns(self.model.step_count)))
 
 
 class ScrewPressSimulator(RigSimulator):
@@ -470,10 +518,11 @@ class ScrewPressSimulator(RigSimulator):
                  streams: list[StreamFace] = (), rtus: list[RtuFace] = (), seed: int = 1,
                  scan_s: float = 0.005, clock_ppm: float = 0.0, record: bool = False,
                  recipe: str = "DIE-A113", counter_file: Path | None = None,
-                 stream_buffer_s: float = 2.0, truth_sink: TruthSink | None = None):
+                 stream_buffer_s: float = 2.0, truth_sink: TruthSink | None = None, *,
+                 opcuas: list[OpcUaFace] = ()):
         self.recipe = recipe
         super().__init__(ScrewPressModel(params, seed=seed), plcs, streams, rtus, seed, scan_s,
-                         clock_ppm, record, counter_file, stream_buffer_s, truth_sink)
+                         clock_ppm, record, counter_file, stream_buffer_s, truth_sink, opcuas=opcuas)
 
     def _register_values(self, values: dict) -> dict:
         m = self.model
@@ -493,3 +542,20 @@ class ScrewPressSimulator(RigSimulator):
             "oil_pressure": 180.0 if v["state_running"] else 35.0,
             "lube_pump_running": True,
         }
+
+
+def _opcua_values(face: OpcUaFace, values: dict) -> dict:
+    """One scan's values as the OPC UA variables' types take them."""
+    out = {}
+    for ch, (typ, length) in face.channels.items():
+        v = values[ch]
+        if typ == "Boolean":
+            v = bool(v)
+        elif typ == "String":
+            v = str(v)
+        elif typ not in ("Double", "Float"):
+            v = round(float(v))
+        else:
+            v = float(v)
+        out[ch] = [v] * length if length else v
+    return out

@@ -30,10 +30,10 @@ class SrmRigSimulator(RigSimulator):
                  seed: int = 1, clock_ppm: float = 0.0, record: bool = False,
                  mech: RigMechanics | None = None, autostart: bool = True,
                  counter_file: Path | None = None, stream_buffer_s: float = 2.0,
-                 truth_sink: TruthSink | None = None):
+                 truth_sink: TruthSink | None = None, *, opcuas: list = ()):
         model = SrmRigModel(motor, sequence, rate_hz, mech, seed=seed, autostart=autostart)
         super().__init__(model, plcs, streams, rtus, seed, 0.005, clock_ppm, record, counter_file,
-                         stream_buffer_s, truth_sink)
+                         stream_buffer_s, truth_sink, opcuas=opcuas)
         self._commands = {}
         for faces in (plcs, rtus):
             for face in faces:

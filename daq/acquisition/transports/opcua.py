@@ -29,6 +29,7 @@ import logging
 import time
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -40,6 +41,7 @@ from daq.events import Event
 from daq.schema import Name, Strict, check_rate
 from drivers.block import Block
 from drivers.opcua import NODE_TYPES, NodeSpec, OpcUaClient, OpcUaError, OpcUaSettings
+from drivers.sim.press_sim import OpcUaFace
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +261,15 @@ class OpcUa(Transport):
     def build(self, dev: OpcUaDevice, ctx: BuildContext) -> Built:  # noqa: D102
         return Built([OpcUaAcquisition(ctx.rig, dev, ctx.bus)])
 
-    def sim_face(self, dev: OpcUaDevice, data_dir: Path):  # noqa: D102
-        return None  # the simulators show PLCs over Modbus; an OPC UA face is drivers.sim.opcua_server
+    def sim_face(self, dev: OpcUaDevice, data_dir: Path):
+        """An OPC UA server at the endpoint's host and port showing each node's channel.
+
+        The simulated server names its variables ``ns=2;s=<device>.<channel>`` (browse
+        path ``2:<device>/2:<channel>``): a rig file's nodes must use those to be simulated.
+        """
+        url = urlparse(dev.endpoint)
+        return "opcuas", OpcUaFace(dev.name, {n.name: (n.type, n.length) for n in dev.nodes},
+                                   url.hostname or "127.0.0.1", url.port or 4840)
 
     def endpoint(self, dev: OpcUaDevice) -> str | None:
         """Several devices may read one server (different nodes, rates): no exclusivity."""

@@ -74,7 +74,7 @@ class ScrewPress(RigKind):
         return ScrewPressSimulator(press_model_parameters(rig.parameters), faces.get("plcs", []),
                                    faces.get("streams", []), faces.get("rtus", []), seed=rig.simulation.seed,
                                    clock_ppm=rig.simulation.clock_ppm, record=record, counter_file=counter_file,
-                                   stream_buffer_s=rig.simulation.stream_buffer_s)
+                                   stream_buffer_s=rig.simulation.stream_buffer_s, opcuas=faces.get("opcuas", []))
 
     def plot_cycle(self, row, rig, t_ns, chans):
         """Force over ram position with the envelope band (over time without a position)."""

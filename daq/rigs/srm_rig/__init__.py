@@ -72,7 +72,7 @@ class SrmTestRig(RigKind):
         return SrmRigSimulator(srm_motor(p), srm_sequence(rig), rate, faces.get("plcs", []), streams,
                                faces.get("rtus", []), seed=sim.seed, clock_ppm=sim.clock_ppm, record=record,
                                mech=mech, autostart=sim.autostart, counter_file=counter_file,
-                               stream_buffer_s=sim.stream_buffer_s)
+                               stream_buffer_s=sim.stream_buffer_s, opcuas=faces.get("opcuas", []))
 
     def sweep(self, cycle_rows):
         """Test steps as a torque–speed / efficiency table."""
