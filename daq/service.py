@@ -7,10 +7,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from pathlib import Path
-from urllib.parse import urlparse
-
-from sqlalchemy.engine import make_url
 
 from daq import __version__
 from daq.acquisition.transports import Acquisition, BuildContext, ChannelWriter, transport_of
@@ -20,16 +16,17 @@ from daq.config import Settings
 from daq.cycles import CycleResult, RunArtifact, tracker_for
 from daq.cycles.stage import SegmentationStage
 from daq.events import Event
-from daq.influxd import InfluxdMissingError, ManagedInfluxd
+from daq.health import health_view
+from daq.influxd import ManagedInfluxd
 from daq.keys import KeyStore
 from daq.live import LatestValues, LiveFeed
 from daq.outbox import Outbox
 from daq.runs import RunManager
 from daq.simulators import build_simulator
 from daq.state import ClockStore, CrashState
-from daq.storage.influx_v1 import InfluxV1Client, masked_url
+from daq.storage.bootstrap import Storage, start_storage
+from daq.storage.influx_v1 import InfluxV1Client
 from daq.storage.influx_v2 import InfluxV2Client
-from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
@@ -58,6 +55,7 @@ class Service:
         self.client: InfluxV1Client | InfluxV2Client | None = None
         self.writer: StorageWriter | None = None
         self.storage_note = "not configured"
+        self.storage: Storage | None = None
         self.simulators: dict[str, RigSimulator] = {}
         self.acquisitions: list[Acquisition] = []
         self.rigs = {r.name: r for r in settings.rigs}
@@ -79,44 +77,9 @@ class Service:
 
     # -- start -------------------------------------------------------------------------
     async def _start_storage(self) -> None:
-        cfg = self.settings.storage.influxdb
-        if cfg is None:
-            log.warning("no [storage.influxdb] configured: samples are shown live but not stored")
-            return
-        if cfg.managed:
-            u = urlparse(cfg.url)
-            data = Path(cfg.data_dir)
-            if not data.is_absolute():
-                data = self.settings.data_dir / data
-            self.influxd = ManagedInfluxd(data, host=u.hostname or "127.0.0.1", port=u.port or 8086)
-            try:
-                await self.influxd.start()
-                self.storage_note = f"managed influxd at {masked_url(cfg.url)}"
-            except InfluxdMissingError as e:
-                log.error("%s", e)
-                self.storage_note = str(e)
-                self.influxd = None
-            except RuntimeError as e:
-                log.error("managed influxd: %s", e)
-                self.storage_note = f"managed influxd failed: {e}"
-                self.influxd = None
-        else:
-            self.storage_note = f"InfluxDB at {masked_url(cfg.url)}"
-        if cfg.api == "v2":
-            self.client = InfluxV2Client(cfg.url, cfg.token, cfg.org, cfg.bucket, cfg.timeout_s)
-            self.storage_note = f"InfluxDB v2 API at {masked_url(cfg.url)}, bucket {cfg.bucket}"
-        else:
-            self.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password,
-                                         cfg.timeout_s)
-        sub = self.bus.subscribe("storage", maxsize=100_000)
-        spool = Spool(self.settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy,
-                      memory_max_bytes=int(cfg.memory_max_mb * 1e6))
-        # the writer creates the database (and its retention policy), retrying until it can
-        self.writer = StorageWriter(self.client, sub, spool, cfg.commit_interval_s,
-                                    on_commit=self._write_state,
-                                    retention=cfg.retention if cfg.api == "v1" else None,
-                                    supervisor=self.supervisor)
-        self.writer.start()
+        self.storage = await start_storage(self.settings, self.bus, self.supervisor, on_commit=self._write_state)
+        self.influxd, self.client, self.writer = self.storage.influxd, self.storage.client, self.storage.writer
+        self.storage_note = self.storage.note
 
     async def _start_catalogue(self) -> None:
         """Open the catalogue, continue cycle numbers, file from the bus, restore active runs."""
@@ -296,57 +259,5 @@ class Service:
 
     # -- views -------------------------------------------------------------------------
     def health(self) -> dict:
-        """Devices, storage, spool depth, version."""
-        devices = []
-        for a in self.acquisitions:
-            st = a.status
-            devices.append({
-                "rig": st.rig, "device": st.device, "state": st.state, "polls": st.polls,
-                "samples": st.samples, "failed_polls": st.failed_polls, "overruns": st.overruns,
-                "connects": st.connects, "last_error": st.last_error or None,
-                "skipped_bytes": st.skipped_bytes, "missing_samples": st.missing_samples,
-                "repeated_scans": st.repeated_scans,
-                "last_sample_ns": st.last_sample_ns or None,
-            })
-        storage: dict = {"backend": None, "note": self.storage_note}
-        if self.writer is not None:
-            s = self.writer.stats
-            sp = self.writer.spool
-            storage = {
-                "backend": f"influxdb-{self.settings.storage.influxdb.api}",
-                "note": self.storage_note, "healthy": self.writer.healthy, "state": self.writer.state,
-                "fault": self.writer.fault.message if self.writer.fault else None,
-                "spool": {"dir": str(sp.dir), "batches": len(sp.batches), "lines": sp.lines,
-                          "bytes": sp.bytes, "max_bytes": sp.max_bytes, "policy": sp.policy,
-                          "memory_bytes": sp.memory_bytes, "memory_max_bytes": sp.memory_max_bytes,
-                          "disk_error": sp.disk_error or None},
-                "lines_written": s.lines_written, "split_requests": s.split_requests,
-                "batches_written": s.batches_written, "retries": s.retries,
-                "rejected_lines": s.rejected_lines, "dropped_lines": s.dropped_lines,
-                "dropped_by_device": dict(s.dropped_by_device),
-                "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
-            }
-        tasks = {t.name: {"restarts": t.restarts, "last_error": t.last_error or None}
-                 for t in self.supervisor.status.values()}
-        ok = all(d["state"] == "ok" for d in devices) and (
-            self.writer is None or self.writer.healthy) and (
-            self.catalogue_writer is None or not self.catalogue_writer.last_error)
-        return {
-            # unhealthy: samples are only in memory (the spool's disk refuses them)
-            "status": "unhealthy" if self.writer is not None and self.writer.state == "unhealthy"
-            else "ok" if ok else "degraded",
-            "version": __version__,
-            "devices": devices,
-            "storage": storage,
-            "spool_depth": self.writer.spool.lines if self.writer else 0,
-            "catalogue": None if self.catalogue_writer is None else {
-                "url": make_url(self.catalogue.url).render_as_string(hide_password=True),
-                "filed": self.catalogue_writer.filed, "errors": self.catalogue_writer.errors,
-                "archive_pruned": self.catalogue_writer.pruned,
-                "last_error": self.catalogue_writer.last_error or None},
-            "active_runs": {rig: run.id for rig, run in (self.runs.active.items() if self.runs else [])},
-            "bus": {s.name: {"queued": s.queue.qsize(), "lost_samples": s.lost_samples}
-                    for s in self.bus.subscriptions},
-            "tasks": tasks,
-            "task_restarts": self.supervisor.restarts,
-        }
+        """Devices, storage, spool depth, version (:func:`daq.health.health_view`)."""
+        return health_view(self)
