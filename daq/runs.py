@@ -6,12 +6,14 @@ While a run is active, its rig's samples, cycles and events carry its id as the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from daq.bus import SampleBus
 from daq.catalogue import Catalogue, CatalogueWriter, RunRow
 from daq.cycles import RunArtifact
+from daq.cycles.stage import SegmentationStage
 from daq.events import Event
 
 log = logging.getLogger(__name__)
@@ -38,18 +40,15 @@ def run_config(rig) -> dict:
 class RunManager:
     """One active run per rig at most; the catalogue holds every run."""
 
+    #: how long a stop waits for the segmentation stage to reach the stop event
+    CLOSE_TIMEOUT_S = 30.0
+
     def __init__(self, catalogue: Catalogue, writer: CatalogueWriter, bus: SampleBus,
-                 trackers: dict, rigs: dict):
+                 segmentation: SegmentationStage | None, rigs: dict):
         self.catalogue, self.writer, self.bus = catalogue, writer, bus
-        self.trackers = trackers
+        self.segmentation = segmentation  # trackers and storage follow the run events on the bus
         self.rigs = rigs
         self.active: dict[str, RunRow] = {}
-
-    def _tag(self, rig: str, run_id: str) -> None:
-        """The rig's tracker follows the run; storage follows the run events on the bus."""
-        tracker = self.trackers.get(rig)
-        if tracker is not None:
-            tracker.run = run_id
 
     async def restore(self) -> None:
         """Runs still active in the catalogue (service restarted mid-run) go on."""
@@ -58,7 +57,6 @@ class RunManager:
                 log.warning("run %d is active on rig %r, which this config does not have", run.id, run.rig)
                 continue
             self.active[run.rig] = run
-            self._tag(run.rig, str(run.id))
             log.info("run %d on %s continues (started before this service start)", run.id, run.rig)
             self.bus.publish(Event("run_resumed", f"run {run.id} continues after a service restart",
                                    rig=run.rig, fields={"run_id": run.id}))
@@ -75,7 +73,6 @@ class RunManager:
                                      part_number=part_number, lot=lot, serial=serial, notes=notes,
                                      extra=extra, started_by=started_by, config=run_config(self.rigs[rig]))
         self.active[rig] = run
-        self._tag(rig, str(run.id))
         self.bus.publish(Event("run_start", f"run {run.id} started on {rig}", rig=rig,
                                fields={"run_id": run.id, "operator": operator, "part_number": part_number,
                                        "lot": lot, "serial": serial}))
@@ -91,20 +88,25 @@ class RunManager:
         if not run.active:
             raise RunError(f"run {run_id} was already stopped")
         end_ns = time.time_ns()
-        tracker = self.trackers.get(run.rig)
-        if tracker is not None and self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
-            final = tracker.close_run(end_ns)
-            if final is not None:
-                self.bus.publish(final)  # stored, and shown live, as any result
+        current = self.active.get(run.rig) is not None and self.active[run.rig].id == run_id
+        if current:
+            # the stop event ends the run for storage and the tracker at the same point of the bus
+            waiter = self.segmentation.closing(run.rig, str(run_id)) if self.segmentation else None
+            self.bus.publish(Event("run_stop", f"run {run_id} stopped on {run.rig}", rig=run.rig,
+                                   fields={"run_id": run_id, "end_ns": end_ns}))
+            final = None
+            if waiter is not None:
+                try:
+                    final = await asyncio.wait_for(waiter, self.CLOSE_TIMEOUT_S)
+                except TimeoutError:  # the stage publishes it for the catalogue when it gets there
+                    log.warning("run %d: segmentation is behind; its final result is filed when it is reached",
+                                run_id)
             if isinstance(final, RunArtifact):  # a result of the whole run (a logger's summary)
                 await self.writer.call(self.catalogue.file_artifact, final)
             elif final is not None:  # filed now: the run's results are final when stop returns
                 final.id = await self.writer.call(self.catalogue.file_cycle, final)
         run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
-        if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
+        if current:
             del self.active[run.rig]
-            self.bus.publish(Event("run_stop", f"run {run_id} stopped on {run.rig}", rig=run.rig,
-                                   fields={"run_id": run_id}))
-            self._tag(run.rig, "")
         log.info("run %d stopped", run_id)
         return run

@@ -96,7 +96,7 @@ class Service:
             self.catalogue.archive = False
         for rig, tracker in self.trackers.items():
             tracker.cycle_no = await self.catalogue_writer.call(self.catalogue_writer.max_cycle_no, rig)
-        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.trackers, self.rigs)
+        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.segmentation, self.rigs)
         await self.runs.restore()
         self._tasks.append(self.supervisor.spawn("catalogue", self.catalogue_writer.run))
         log.info("catalogue at %s", url)

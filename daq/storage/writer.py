@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from daq.bus import Subscription, Tagged
 from daq.cycles import CycleResult
+from daq.cycles.stage import RUN_BEGINS, RUN_ENDS
 from daq.events import Event
 from daq.storage.influx_v1 import InfluxError
 from daq.storage.lineproto import block_bytes, cycle_line, event_line
@@ -110,10 +111,6 @@ def _chunks(body: bytes, max_bytes: int) -> list[bytes]:
         out.append(body[start:])
     return out
 
-
-#: run events that begin (or continue after a restart) a rig's run, and that end it
-RUN_BEGINS = ("run_start", "run_resumed")
-RUN_ENDS = ("run_stop",)
 
 class StorageWriter:
     """Consumes a bus subscription and keeps InfluxDB up to date through the spool.
