@@ -153,6 +153,17 @@ def render_csv(report: dict) -> bytes:
     return buf.getvalue().encode()
 
 
+def _cell(x, style):
+    """A table cell: numbers formatted, long text wrapped."""
+    from reportlab.platypus import Paragraph
+
+    if isinstance(x, float) or x is None:
+        return _fmt(x)
+    if isinstance(x, str) and len(x) > 40:
+        return Paragraph(x, style)
+    return x
+
+
 def render_pdf(report: dict) -> bytes:
     """The report as a PDF certificate (reportlab), with the I-MR chart."""
     from reportlab.lib import colors
@@ -220,21 +231,13 @@ def render_pdf(report: dict) -> bytes:
         body.append(Image(io.BytesIO(png), width=190 * mm, height=118 * mm))
         flags = ", ".join(f"rule {f['rule']} at cycle {f['cycle_no']}" for f in ch["flags"]) or "none"
         body.append(Paragraph(f"Nelson-rule flags: {flags}", small))
-    if report["sweep"]:
-        sw = [["Step", "speed rpm", "torque N·m", "P mech W", "P elec W", "efficiency", "I rms A", "ripple %",
-               "verdict"]]
-        sw += [[r["step"], _fmt(r["speed_rpm"]), _fmt(r["torque_Nm"]), _fmt(r["mech_power_W"]),
-                _fmt(r["elec_power_W"]), _fmt(r["efficiency"]), _fmt(r["phase_current_rms_A"]),
-                _fmt(r["torque_ripple_pct"]), r["verdict"]] for r in report["sweep"]]
-        body.append(Paragraph("<b>Torque–speed and efficiency table</b>", styles["BodyText"]))
-        body.append(table(sw))
-    for a in report["artifacts"]:
-        d = a["data"]
-        if a["name"] == "locked_rotor_characterisation":
-            la, lu = d.get("aligned_inductance_H"), d.get("unaligned_inductance_H")
-            body.append(Paragraph(f"Locked-rotor characterisation ({a['time']}): aligned inductance "
-                                  f"{_fmt(la and la * 1e3)} mH, unaligned {_fmt(lu and lu * 1e3)} mH, "
-                                  f"ψ(i, θ) table at {len(d.get('angles_deg', []))} angles.", small))
+    kind = known_kind(report["rig"]["kind"])
+    for what, title, content in kind.report_sections(report) if kind is not None else ():
+        if what == "table":
+            body.append(Paragraph(f"<b>{title}</b>", styles["BodyText"]))
+            body.append(table([[_cell(x, small) for x in row] for row in content]))
+        else:
+            body.append(Paragraph(str(content), small))
     body.append(PageBreak())
     key = report["imr"]["metric"] if report["imr"] else None
     shown = [m for m in (key, *report["limits"]) if m]

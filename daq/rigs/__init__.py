@@ -6,13 +6,14 @@ Adding a kind is one module or package next to this one plus a line in :data:`KI
 from __future__ import annotations
 
 from daq.rigs.kind import RigKind
+from daq.rigs.logger import KIND as LOGGER
 from daq.rigs.screw_press import KIND as SCREW_PRESS
 from daq.rigs.srm_rig import KIND as SRM_RIG
 
 __all__ = ["KINDS", "RigKind", "UnknownKindError", "kind_of"]
 
 #: kind name (a rig file's ``kind = "…"``) → its declaration
-KINDS: dict[str, RigKind] = {k.name: k for k in (SCREW_PRESS, SRM_RIG)}
+KINDS: dict[str, RigKind] = {k.name: k for k in (SCREW_PRESS, SRM_RIG, LOGGER)}
 
 
 class UnknownKindError(ValueError):

@@ -91,6 +91,13 @@ class RigKind:
         raise NotImplementedError(f"rig kind {self.name} has no simulator")
 
     # -- reports --------------------------------------------------------------------------
+    def report_sections(self, report: dict) -> list[tuple[str, str, object]]:
+        """Kind-specific parts of a run's PDF certificate, drawn from the report's content.
+
+        Each is ``("table", title, rows)`` (the first row the header) or ``("note", "", text)``.
+        """
+        return []
+
     def sweep(self, cycle_rows: list[dict]) -> list[dict]:
         """A run's cycles as a table across operating points (a motor's torque–speed sweep); [] if none."""
         return []

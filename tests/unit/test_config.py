@@ -56,7 +56,7 @@ def test_srm_rig_errors_are_named(tmp_path):
     assert _problems(p) == [f"{p}: (top level): sequence[4]: speed_rpm 25000 is over twice the rated "
                             "1500 rpm"]
     p.write_text(src.replace('kind = "srm_rig"', 'kind = "lathe"'))
-    assert _problems(p) == [f"{p}: kind: must be one of screw_press, srm_rig (got 'lathe')"]
+    assert _problems(p) == [f"{p}: kind: must be one of screw_press, srm_rig, logger (got 'lathe')"]
 
 
 def test_unknown_key_is_named_with_its_path(tmp_path):

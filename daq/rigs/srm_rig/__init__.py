@@ -23,6 +23,10 @@ def srm_motor(p):
                     friction=p.friction_Nm_per_krpm / (1000 * 2 * math.pi / 60))
 
 
+def _mh(h) -> str:
+    return "—" if h is None else f"{h * 1e3:.6g}"
+
+
 def srm_sequence(rig):
     """The rig file's test sequence as the simulated controller runs it."""
     from drivers.sim.srm_rig import SeqStep
@@ -84,6 +88,25 @@ class SrmTestRig(RigKind):
                         "elec_power_W": m.get("elec_power_W"), "efficiency": m.get("efficiency"),
                         "phase_current_rms_A": m.get("phase_current_rms_A"),
                         "torque_ripple_pct": m.get("torque_ripple_pct"), "verdict": c["verdict"]})
+        return out
+
+    def report_sections(self, report):
+        """The torque–speed and efficiency table, and the locked-rotor characterisation."""
+        out = []
+        if report["sweep"]:
+            rows = [["Step", "speed rpm", "torque N·m", "P mech W", "P elec W", "efficiency", "I rms A",
+                     "ripple %", "verdict"]]
+            rows += [[r["step"], r["speed_rpm"], r["torque_Nm"], r["mech_power_W"], r["elec_power_W"],
+                      r["efficiency"], r["phase_current_rms_A"], r["torque_ripple_pct"], r["verdict"]]
+                     for r in report["sweep"]]
+            out.append(("table", "Torque–speed and efficiency table", rows))
+        for a in report["artifacts"]:
+            d = a["data"]
+            if a["name"] == "locked_rotor_characterisation":
+                la, lu = d.get("aligned_inductance_H"), d.get("unaligned_inductance_H")
+                out.append(("note", "", f"Locked-rotor characterisation ({a['time']}): aligned inductance "
+                            f"{_mh(la)} mH, unaligned {_mh(lu)} mH, ψ(i, θ) table at "
+                            f"{len(d.get('angles_deg', []))} angles."))
         return out
 
     def plot_cycle(self, row, rig, t_ns, chans):
