@@ -126,6 +126,9 @@ class StreamClock:
 
     DRAIN_QUIET_NS = 1_000_000_000  # a backlog still drains if the earliest arrival fell by tol within this
 
+    MIN_ANCHOR_SAMPLES = 4.0
+    MIN_READ_GAP_SAMPLES = 2.5
+
     def __init__(self, rate_hz: float, latency_ns: int = 0, *, window_s: float = 120.0,
                  offset_window_s: float = 5.0, bucket_s: float = 0.1, min_baseline_s: float = 2.0,
                  restored_baseline_s: float = 30.0, slew: float = 0.5, backlog_tol_s: float = 0.002,
@@ -146,8 +149,10 @@ class StreamClock:
         self.restored_span = restored_baseline_s * rate_hz
         self.slew = slew
         self.backlog_tol_ns = backlog_tol_s * 1e9
-        self.anchor_span = anchor_s * rate_hz  # samples of live reads before timestamps
-        self.max_read_gap_ns = max_read_gap_s * 1e9
+        # samples of live reads before timestamps, and the longest gap between reads of a live run:
+        # a slow stream (a 5 Hz sensor) reads a sample at a time, so both hold at least a few samples
+        self.anchor_span = max(anchor_s * rate_hz, self.MIN_ANCHOR_SAMPLES)
+        self.max_read_gap_ns = max(max_read_gap_s, self.MIN_READ_GAP_SAMPLES / rate_hz) * 1e9
         self.max_unanchored_ns = max_unanchored_s * 1e9
         self.max_backlog_ns = max(max_backlog_s, max_unanchored_s) * 1e9
         self.max_drift_ppm = max_drift_ppm

@@ -736,3 +736,24 @@ async def test_acquisition_reads_on_at_once_while_behind_and_sleeps_once_it_keep
     # at once after the backlog's reads, however small; a sleep after each live one, however big
     assert slept == [(2, acq.read_interval_s), (1, acq.read_interval_s), (0, acq.read_interval_s)]
     assert acq.status.samples == 1311
+
+
+@pytest.mark.parametrize("rate", [5.0, 20.0])
+def test_a_slow_stream_read_a_sample_at_a_time_anchors_on_live_reads(rate):
+    """A 5 Hz sensor's reads are 200 ms apart, one sample each: longer than the 0.1 s read gap.
+
+    The clock scales the read gap (2.5 periods) and the anchoring span (4 samples at least)
+    to the rate, so it anchors on live reads, not on the 5 s fallback, and every bound of
+    :func:`_feed` holds.
+    """
+    sc = Scenario(ppm=30.0, rate=rate)
+    rng = np.random.default_rng(7)
+    for c in range(int(10 * rate)):
+        cs = np.array([c], dtype=np.int64)
+        sc.reads.append((cs, int(np.ceil(sc.tau(c) + L_NS + rng.uniform(0, J_NS)))))
+    clock = StreamClock(rate, latency_ns=L_NS)
+    assert clock.anchor_span == max(0.5 * rate, 4.0)
+    res = _feed(clock, sc)
+    # the read anchor_span samples after the first: 4 (5 Hz: the minimum) or 10 (20 Hz: 0.5 s)
+    assert res.ready_at == int(clock.anchor_span)
+    assert len(res.counters) == int(10 * rate)  # none lost
