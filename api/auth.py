@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, WebSocket
 
-from daq.keys import KeyInfo, KeyStore, role_at_least
+from daq.catalogue.keys import KeyInfo, KeyStore, role_at_least
 
 COOKIE = "rigdaq_key"
 ADMIN_WITHOUT_AUTH = KeyInfo(0, "auth disabled", "admin")

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from api.app import create_app  # noqa: E402
 from api.server import ApiServer  # noqa: E402
 from daq.config import load_settings  # noqa: E402
-from daq.influxd import InfluxdMissingError, ManagedInfluxd, free_port  # noqa: E402
 from daq.service import Service  # noqa: E402
+from daq.storage.influxd import InfluxdMissingError, ManagedInfluxd, free_port  # noqa: E402
 
 
 def _ws_clients(url: str, key: str, n: int, seconds: float, out: mp.Queue) -> None:

@@ -29,8 +29,8 @@ import httpx
 import numpy as np
 
 from daq.bus import SampleBus, Tagged
-from daq.influxd import ManagedInfluxd, free_port
 from daq.storage.influx_v1 import InfluxV1Client
+from daq.storage.influxd import ManagedInfluxd, free_port
 from daq.storage.lineproto import block_bytes
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter

@@ -20,7 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from daq.acquisition.polling import DeviceAcquisition
 from daq.bus import SampleBus
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 from drivers.modbus import ModbusPoller, PymodbusTransport
 from drivers.registers import RegisterField
 

@@ -11,7 +11,7 @@ stream, PLC at 50 Hz + 1 Hz, two RS-485 units; ``configs/rigs/srm-rig.toml``: 20
 power analyser stream, rig controller at 20 Hz, its test sequence looping) are copied
 with a free PLC port into a service file in a temporary directory, as ``configs/demo.toml``
 does, but with ``managed = false``: the soak starts its own ``influxd``
-(:class:`daq.influxd.ManagedInfluxd`) with HTTP auth on, an admin user and a non-admin
+(:class:`daq.storage.influxd.ManagedInfluxd`) with HTTP auth on, an admin user and a non-admin
 service user ``rigdaq`` (``GRANT ALL`` on the database), and ``timeout_s = 2`` for
 InfluxDB requests. The spool lives under the temporary data dir; as root it is a tmpfs
 mounted there before the start, so that a full disk can be made real (fsync then costs
@@ -124,8 +124,8 @@ import httpx
 from daq.acquisition.transports.serial_stream import SerialStreamDevice
 from daq.bus import SampleBus
 from daq.config import load_settings
-from daq.influxd import ManagedInfluxd, free_port
 from daq.storage.influx_v1 import InfluxV1Client
+from daq.storage.influxd import ManagedInfluxd, free_port
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from tests.integration.faults import admin_query, field_keys, influxql, rejected_lines, stored_events

@@ -81,8 +81,8 @@ import numpy as np
 from daq.acquisition.transports.modbus import ModbusRtuDevice, ModbusTcpDevice
 from daq.acquisition.transports.serial_stream import SerialStreamDevice
 from daq.config import load_rig, load_settings
-from daq.influxd import ManagedInfluxd, free_port
 from daq.simulators import TRUTH_ENV
+from daq.storage.influxd import ManagedInfluxd, free_port
 from drivers.sim.truth import load_truth
 
 ROOT = Path(__file__).resolve().parents[1]

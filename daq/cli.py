@@ -302,7 +302,7 @@ def _catalogue(args):
 
 def cmd_keys(args) -> int:
     """Create, list and revoke API keys (stored hashed in the catalogue)."""
-    from daq.keys import KeyStore
+    from daq.catalogue.keys import KeyStore
     from daq.reports.records import iso
 
     _, cat = _catalogue(args)

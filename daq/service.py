@@ -12,21 +12,21 @@ from daq import __version__
 from daq.acquisition.transports import Acquisition, BuildContext, ChannelWriter, transport_of
 from daq.bus import SampleBus, Tagged
 from daq.catalogue import Catalogue, CatalogueWriter
+from daq.catalogue.keys import KeyStore
+from daq.catalogue.outbox import Outbox
+from daq.catalogue.runs import RunManager
 from daq.config import Settings
 from daq.cycles import CycleResult, RunArtifact, tracker_for
 from daq.cycles.stage import SegmentationStage
 from daq.events import Event
 from daq.health import health_view
-from daq.influxd import ManagedInfluxd
-from daq.keys import KeyStore
 from daq.live import LatestValues, LiveFeed
-from daq.outbox import Outbox
-from daq.runs import RunManager
 from daq.simulators import build_simulator
 from daq.state import ClockStore, CrashState
 from daq.storage.bootstrap import Storage, start_storage
 from daq.storage.influx_v1 import InfluxV1Client
 from daq.storage.influx_v2 import InfluxV2Client
+from daq.storage.influxd import ManagedInfluxd
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait

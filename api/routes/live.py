@@ -11,8 +11,8 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse
 
 from api.auth import websocket_identity
+from daq.catalogue.keys import role_at_least
 from daq.config import canonical_origin
-from daq.keys import role_at_least
 
 router = APIRouter(prefix="/api/rigs", tags=["live"])
 

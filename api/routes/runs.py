@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, field_validator
 from api.auth import QA, Engineer, Operator
 from api.deps import ServiceDep, catalogue_of
 from api.views import CycleOut, RunOut, cycle_out, run_out, sweep_table
+from daq.catalogue.runs import RunError
 from daq.reports.certificate import RENDER, ReportError, build_report
-from daq.runs import RunError
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from daq.bus import SampleBus
-from daq.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.storage.influx_v1 import InfluxV1Client, masked_url
 from daq.storage.influx_v2 import InfluxV2Client
+from daq.storage.influxd import InfluxdMissingError, ManagedInfluxd
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from daq.influxd import ManagedInfluxd, free_port
 from daq.storage.influx_v1 import InfluxV1Client
+from daq.storage.influxd import ManagedInfluxd, free_port
 
 
 def pytest_configure(config):

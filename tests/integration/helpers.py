@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from daq.config import Settings, load_settings
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 from tests.conftest import ROOT
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 from tests.conftest import ROOT
 
 DAQ = [sys.executable, "-m", "daq.cli"]

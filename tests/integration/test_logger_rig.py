@@ -16,10 +16,10 @@ from pypdf import PdfReader
 
 from daq.catalogue import Catalogue
 from daq.config import load_settings
-from daq.influxd import free_port
 from daq.reports.certificate import build_report, render_pdf
 from daq.service import Service
 from daq.storage.influx_v1 import series_rows
+from daq.storage.influxd import free_port
 from tests.conftest import ROOT
 from tests.unit.test_logger_kind import channel_sha256, device_sha256
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from daq.config import load_rig
-from daq.influxd import free_port
 from daq.simulators import build_simulator
+from daq.storage.influxd import free_port
 from tests.conftest import ROOT
 
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 from drivers.block import QUALITY_BAD, QUALITY_GOOD, QUALITY_PARTIAL
 from drivers.opcua import Drained, NodeSpec, OpcUaClient, OpcUaError, OpcUaSettings
 from drivers.sim.opcua_server import OpcUaSimServer, run_now

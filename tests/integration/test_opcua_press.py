@@ -13,9 +13,9 @@ import asyncio
 import pytest
 
 from daq.config import load_settings
-from daq.influxd import free_port
 from daq.service import Service
 from daq.storage.influx_v1 import series_rows
+from daq.storage.influxd import free_port
 from tests.integration.helpers import press_settings
 
 pytestmark = [pytest.mark.timeout(120)]

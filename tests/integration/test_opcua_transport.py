@@ -17,7 +17,7 @@ from daq.acquisition.transports import BuildContext, transport_of
 from daq.bus import SampleBus, Tagged
 from daq.config import ConfigError, load_rig
 from daq.events import Event
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 from drivers.block import QUALITY_BAD, QUALITY_GOOD, QUALITY_PARTIAL
 from drivers.sim.opcua_server import OpcUaSimServer
 from tests.conftest import ROOT

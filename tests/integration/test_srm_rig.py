@@ -13,11 +13,11 @@ import pytest
 
 from daq.catalogue import Catalogue
 from daq.config import load_rig, load_settings
-from daq.influxd import free_port
 from daq.rigs.srm_rig import srm_motor
 from daq.service import Service
 from daq.simulators import build_simulator
 from daq.storage.influx_v1 import series_rows
+from daq.storage.influxd import free_port
 from drivers.sim.srm_rig import STATE_HOLD
 from tests.conftest import ROOT
 from tests.unit.test_srm_model import expected_at_operating_point

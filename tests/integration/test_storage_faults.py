@@ -54,8 +54,8 @@ import pytest
 
 from daq.cycles import CycleResult
 from daq.events import Event
-from daq.influxd import ManagedInfluxd, free_port
 from daq.service import Service
+from daq.storage.influxd import ManagedInfluxd, free_port
 from tests.integration.faults import (
     account,
     admin_query,

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from daq.config import load_settings
-from daq.influxd import free_port
 from daq.service import Service
+from daq.storage.influxd import free_port
 from tests.integration.helpers import press_settings
 
 

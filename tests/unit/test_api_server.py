@@ -1,7 +1,7 @@
 import socket
 
 from api.server import ApiServer
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 
 
 def test_listening_socket_says_tcp_so_asyncio_turns_nagle_off():

@@ -5,9 +5,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from daq.catalogue import Catalogue, pack_samples, unpack_samples
+from daq.catalogue.keys import KeyStore, check_key, hash_key, role_at_least
+from daq.catalogue.store import Catalogue, pack_samples, unpack_samples
 from daq.cycles import CycleResult
-from daq.keys import KeyStore, check_key, hash_key, role_at_least
 from daq.live import LatestValues, LiveFeed
 from daq.reports.certificate import build_report, render_csv, verify_content_hash
 

@@ -12,7 +12,7 @@ from api.routes.live import origin_allowed
 from api.server import ApiServer, is_loopback
 from daq.cli import _startup_lines, main, masked_url
 from daq.config import ConfigError, canonical_origin, load_settings
-from daq.influxd import free_port
+from daq.storage.influxd import free_port
 from tests.conftest import ROOT
 
 RIG = ROOT / "configs" / "rigs" / "screw-press.toml"

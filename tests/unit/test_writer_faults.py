@@ -326,8 +326,8 @@ async def test_v1_credentials_travel_as_basic_auth_and_urls_are_masked():
 
 
 async def test_health_never_shows_influxdb_credentials(tmp_path):
-    from daq.influxd import free_port
     from daq.service import Service
+    from daq.storage.influxd import free_port
     from tests.integration.helpers import press_settings
 
     url = f"http://rigdaq:s3cret@127.0.0.1:{free_port()}"  # nobody listens: the error names the URL too

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from daq.catalogue import Catalogue, api_keys
+from daq.catalogue.store import Catalogue, api_keys
 
 ROLES = ("operator", "engineer", "qa", "admin")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
