@@ -30,7 +30,7 @@ from daq.storage.influxd import ManagedInfluxd
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
-from drivers.sim.press_sim import RigSimulator
+from drivers.sim.rig import RigSimulator
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from daq.acquisition.transports import device_path, transport_of
 from daq.config import Rig
 from daq.rigs import kind_of
 from drivers.sim.faults import Scheduled
-from drivers.sim.press_sim import RigSimulator
+from drivers.sim.rig import RigSimulator
 
 __all__ = ["TRUTH_ENV", "build_simulator", "counter_origin_file", "device_path"]
 

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from drivers.sim.press_sim import PlcFace, RigSimulator, RtuFace, StreamFace
+from drivers.sim.rig import PlcFace, RigSimulator, RtuFace, StreamFace
 from drivers.sim.srm import SrmMotor
 from drivers.sim.srm_rig import RigMechanics, SeqStep, SrmRigModel
 from drivers.sim.truth import TruthSink

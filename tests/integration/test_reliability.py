@@ -22,7 +22,7 @@ from daq.service import Service
 from daq.simulators import counter_origin_file
 from daq.storage.influx_v1 import InfluxV1Client, series_rows
 from daq.storage.influxd import ManagedInfluxd, free_port
-from drivers.sim.press_sim import counter_origins
+from drivers.sim.rig import counter_origins
 from tests.integration.helpers import press_settings
 
 DAQ = [sys.executable, "-m", "daq.cli"]

@@ -9,7 +9,7 @@ from daq.bus import SampleBus, Tagged
 from daq.config import load_rig
 from daq.events import Event
 from daq.simulators import build_simulator, counter_origin_file
-from drivers.sim.press_sim import counter_origins
+from drivers.sim.rig import counter_origins
 from drivers.stream import FrameCodec
 from tests.conftest import ROOT
 

@@ -14,7 +14,7 @@ from daq.schema import TIME_SLACK_S, Name, Strict, check_rate
 from drivers.modbus import ModbusPoller, PymodbusTransport, SharedLink, silent_interval_s
 from drivers.plc_time import TimeRegister
 from drivers.registers import BYTE_ORDERS, TYPE_WIDTHS, TYPES, RegisterField, encode_value, plan_reads
-from drivers.sim.press_sim import PlcFace, RtuFace
+from drivers.sim.rig import PlcFace, RtuFace
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from daq.events import Event
 from daq.schema import Name, Strict, check_rate
 from drivers.block import Block
 from drivers.opcua import NODE_TYPES, NodeSpec, OpcUaClient, OpcUaError, OpcUaSettings
-from drivers.sim.press_sim import OpcUaFace
+from drivers.sim.rig import OpcUaFace
 
 log = logging.getLogger(__name__)
 

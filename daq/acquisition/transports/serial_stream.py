@@ -11,7 +11,7 @@ from daq.acquisition.stream import StreamAcquisition
 from daq.acquisition.transports.base import BuildContext, Built, Transport, device_path
 from daq.schema import Name, Strict
 from drivers.serial_port import SerialPort
-from drivers.sim.press_sim import StreamFace
+from drivers.sim.rig import StreamFace
 from drivers.stream import FrameCodec, LineCodec, StreamChannel
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 One small model (:class:`LoggerModel`, with ``dt``, ``step_count`` and ``advance(n)``)
 gives every channel any face of the rig shows, run by :class:`daq.rigs.logger.sim.LoggerSimulator`
-(a :class:`drivers.sim.press_sim.RigSimulator`) behind Modbus TCP, Modbus RTU and serial
+(a :class:`drivers.sim.rig.RigSimulator`) behind Modbus TCP, Modbus RTU and serial
 streams alike. Channels are recognised by name (case-insensitive):
 
 ============================================  =================================================
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
-from drivers.sim.press_sim import PlcFace, RigSimulator, RtuFace, StreamFace
+from drivers.sim.rig import PlcFace, RigSimulator, RtuFace, StreamFace
 
 #: what the RigSimulator itself shows on register faces (the model's clock in ms)
 SIMULATOR_CHANNELS = ("plc_tick",)
