@@ -49,7 +49,6 @@ next successful ``connect`` builds a fresh session (and the subscription, if one
 requested). asyncua's own auto-reconnect is switched off so there is exactly one owner of
 the reconnect policy.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -58,10 +57,8 @@ import functools
 import hashlib
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -72,244 +69,29 @@ from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
 
-from drivers.block import QUALITY_BAD, QUALITY_GOOD, QUALITY_PARTIAL
+from drivers.block import QUALITY_BAD, QUALITY_GOOD
 from drivers.modbus import Backoff
+from drivers.opcua.errors import OpcUaError, _classify
+from drivers.opcua.nodes import (
+    _KIND_DTYPES,
+    _KIND_FILL,
+    _KIND_FLOAT,
+    _KIND_STR,
+    OVERFLOW_BITS,
+    OVERFLOW_MASK,
+    NodeSpec,
+    datetime_ns,
+    format_browse_path,
+    is_node_id,
+    parse_browse_path,
+    status_quality,
+)
 
 log = logging.getLogger(__name__)
-
-#: OPC UA built-in types a NodeSpec may declare, by VariantType name.
-INTEGER_TYPES = ("SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64")
-FLOAT_TYPES = ("Float", "Double")
-NODE_TYPES = (*FLOAT_TYPES, *INTEGER_TYPES, "Boolean", "String")
 
 SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 SECURITY_POLICIES = ("None", "Basic256Sha256")
 
-#: StatusCode InfoType "DataValue" (bits 10–11 = 01) with the Overflow bit (7) set.
-OVERFLOW_MASK = 0x0C80
-OVERFLOW_BITS = 0x0480
-
-#: what :attr:`OpcUaError.kind` can be
-ERROR_KINDS = ("disconnected", "timeout", "security", "auth", "node", "protocol")
-
-_S = ua.StatusCodes
-_AUTH_CODES = frozenset({
-    _S.BadUserAccessDenied, _S.BadIdentityTokenInvalid, _S.BadIdentityTokenRejected,
-    _S.BadUserSignatureInvalid,
-})
-_SECURITY_CODES = frozenset({
-    _S.BadSecurityChecksFailed, _S.BadCertificateInvalid, _S.BadCertificateUntrusted,
-    _S.BadSecurityPolicyRejected, _S.BadSecurityModeRejected, _S.BadCertificateUriInvalid,
-    _S.BadCertificateHostNameInvalid, _S.BadCertificateTimeInvalid, _S.BadApplicationSignatureInvalid,
-    _S.BadNonceInvalid,
-})
-_NODE_CODES = frozenset({
-    _S.BadNodeIdUnknown, _S.BadNodeIdInvalid, _S.BadNoMatch, _S.BadBrowseNameInvalid,
-    _S.BadAttributeIdInvalid,
-})
-_TIMEOUT_CODES = frozenset({_S.BadTimeout, _S.BadRequestTimeout})
-_DISCONNECT_CODES = frozenset({
-    _S.BadSessionIdInvalid, _S.BadSessionClosed, _S.BadConnectionClosed, _S.BadServerHalted,
-    _S.BadShutdown, _S.BadSecureChannelClosed, _S.BadCommunicationError, _S.BadNotConnected,
-    _S.BadServerNotConnected, _S.BadSecureChannelIdInvalid, _S.BadNoSubscription,
-    _S.BadSubscriptionIdInvalid, _S.BadTooManySessions,
-})
-
-_NODEID_RE = re.compile(r"^(nsu?=[^;]*;)?[isgb]=|^nsu?=")  # what is meant as a NodeId, valid or not
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-# how a channel's values are stored
-_KIND_FLOAT, _KIND_INT, _KIND_UINT64, _KIND_BOOL, _KIND_STR = range(5)
-
-
-class OpcUaError(Exception):
-    """An OPC UA operation that did not deliver.
-
-    ``kind``: disconnected, timeout, security, auth, node, protocol.
-    """
-
-    def __init__(self, kind: str, detail: str):
-        if kind not in ERROR_KINDS:
-            raise ValueError(f"kind: {kind!r} is not one of {', '.join(ERROR_KINDS)}")
-        super().__init__(f"{kind}: {detail}")
-        self.kind = kind
-        self.detail = detail
-
-
-def status_quality(code: int | ua.StatusCode | None) -> int:
-    """Block quality of an OPC UA StatusCode, from its severity (bits 30–31).
-
-    ``00`` Good → ``QUALITY_GOOD``; ``01`` Uncertain → ``QUALITY_PARTIAL``; ``10`` Bad
-    and the reserved ``11`` (which the spec says to treat as Bad) → ``QUALITY_BAD``. The
-    sub-code and info bits (limits, overflow) do not change the quality. ``None`` (a
-    DataValue without a StatusCode) means Good.
-    """
-    if code is None:
-        return QUALITY_GOOD
-    value = code.value if isinstance(code, ua.StatusCode) else int(code)
-    severity = (value >> 30) & 0x3
-    if severity == 0:
-        return QUALITY_GOOD
-    return QUALITY_PARTIAL if severity == 1 else QUALITY_BAD
-
-
-def status_overflow(code: int | ua.StatusCode | None) -> bool:
-    """True when a data value's StatusCode carries the Overflow info bit (a queue dropped values before it)."""
-    if code is None:
-        return False
-    value = code.value if isinstance(code, ua.StatusCode) else int(code)
-    return value & OVERFLOW_MASK == OVERFLOW_BITS
-
-
-def is_node_id(text: str) -> bool:
-    """True if ``text`` is written as a NodeId (``ns=2;s=…``, ``i=85``…) rather than a browse path."""
-    return bool(_NODEID_RE.match(text.strip()))
-
-
-def parse_browse_path(path: str) -> tuple[tuple[int, str], ...]:
-    """Split a browse path into ``(namespace index, name)`` steps below the Objects folder.
-
-    Steps are separated by ``/``; each is ``NS:Name`` or ``Name`` (namespace 0). A
-    leading ``Objects`` or ``0:Objects`` step (and a leading ``/``) is dropped: paths start
-    at the Objects folder either way. Names cannot contain ``/``.
-    """
-    text = path.strip()
-    if text.startswith("/"):
-        text = text[1:]
-    parts = text.split("/")
-    if parts and parts[0] in ("Objects", "0:Objects"):
-        parts = parts[1:]
-    if not parts or parts == [""]:
-        raise ValueError(f"browse path {path!r} names no node below Objects")
-    steps: list[tuple[int, str]] = []
-    for part in parts:
-        ns_text, colon, name = part.partition(":")
-        if not colon:
-            ns, name = 0, part
-        elif ns_text.isdigit():
-            ns = int(ns_text)
-        else:
-            raise ValueError(f"browse path {path!r}: step {part!r} is not NS:Name (NS a namespace index)")
-        if not name.strip():
-            raise ValueError(f"browse path {path!r}: empty name in step {part!r}")
-        steps.append((ns, name))
-    return tuple(steps)
-
-
-def format_browse_path(steps: tuple[tuple[int, str], ...] | list[tuple[int, str]]) -> str:
-    """``Objects/2:A/2:B`` for the given steps."""
-    return "/".join(["Objects", *(f"{ns}:{name}" for ns, name in steps)])
-
-
-def datetime_ns(dt: datetime | None, picoseconds: int | None = None) -> int | None:
-    """Nanoseconds since the Unix epoch of an OPC UA DateTime as asyncua decodes it; None for "no time".
-
-    OPC UA's null DateTime (1601-01-01) is None as well. ``picoseconds`` (units of
-    10 ps) are added, truncated to whole ns.
-    """
-    if dt is None or dt.year <= 1601:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    d = dt - _EPOCH
-    ns = (d.days * 86_400 + d.seconds) * 1_000_000_000 + d.microseconds * 1_000
-    if picoseconds:
-        ns += picoseconds // 100
-    return ns
-
-
-def ns_datetime(t_ns: int) -> datetime:
-    """The UTC ``datetime`` for ns since the Unix epoch (truncated to µs, what ``datetime`` holds)."""
-    return _EPOCH + timedelta(microseconds=t_ns // 1_000)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSpec:
-    """One OPC UA variable and the channel(s) it feeds.
-
-    ``node`` is a NodeId string or a browse path (see :func:`parse_browse_path`).
-    ``type`` is the variable's built-in DataType by name (one of :data:`NODE_TYPES`); it
-    is checked against the server at connect. ``length`` 0 is a scalar; ``N > 0`` an
-    array of exactly N elements, exposed as channels ``name_0 … name_{N-1}``. Values are
-    multiplied by ``scale``.
-    """
-
-    name: str
-    node: str
-    unit: str = ""
-    scale: float = 1.0
-    length: int = 0
-    type: str = "Double"
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name.strip() or any(c.isspace() for c in self.name):
-            raise ValueError(f"name: {self.name!r} is not a channel name (empty or with spaces)")
-        if not isinstance(self.node, str) or not self.node.strip():
-            raise ValueError(f"node: channel {self.name!r} has no node")
-        if is_node_id(self.node):
-            try:
-                nid = ua.NodeId.from_string(self.node.strip())
-            except Exception as e:
-                raise ValueError(f"node: channel {self.name!r}: {self.node!r} is not a valid NodeId ({e})") from None
-            if nid.Identifier in ("", None):
-                raise ValueError(f"node: channel {self.name!r}: {self.node!r} has an empty identifier")
-        else:
-            try:
-                parse_browse_path(self.node)
-            except ValueError as e:
-                raise ValueError(f"node: channel {self.name!r}: {e}") from None
-        if self.type not in NODE_TYPES:
-            raise ValueError(f"type: channel {self.name!r} has type {self.type!r}; known: {', '.join(NODE_TYPES)}")
-        if not isinstance(self.length, int) or self.length < 0:
-            raise ValueError(f"length: channel {self.name!r} has length {self.length!r}; 0 (scalar) or N > 0")
-        if not math.isfinite(self.scale) or self.scale == 0:
-            raise ValueError(f"scale: channel {self.name!r} has scale {self.scale!r}; a finite, non-zero number")
-        if self.type in ("Boolean", "String") and self.scale != 1.0:
-            raise ValueError(f"scale: channel {self.name!r} is {self.type}; scale must be 1")
-
-    @property
-    def variant_type(self) -> ua.VariantType:
-        """The asyncua VariantType of ``type``."""
-        return ua.VariantType[self.type]
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The numpy dtype of this node's channels.
-
-        float64 for Float/Double and for integers with a scale; int64 for integers
-        with scale 1 (uint64 for UInt64, so no value wraps, as the Modbus codec does);
-        bool for Boolean; numpy unicode for String.
-        """
-        return np.dtype(_KIND_DTYPES[self._kind])
-
-    @property
-    def _kind(self) -> int:
-        if self.type == "Boolean":
-            return _KIND_BOOL
-        if self.type == "String":
-            return _KIND_STR
-        if self.type in INTEGER_TYPES and self.scale == 1.0:
-            return _KIND_UINT64 if self.type == "UInt64" else _KIND_INT
-        return _KIND_FLOAT
-
-    @property
-    def channel_names(self) -> list[str]:
-        """The channel(s) this node feeds: ``[name]`` or ``[name_0, …]`` for an array."""
-        if self.length == 0:
-            return [self.name]
-        return [f"{self.name}_{i}" for i in range(self.length)]
-
-    def channels(self) -> list[tuple[str, np.dtype]]:
-        """``(channel name, numpy dtype)`` for every channel of this node."""
-        dt = self.dtype
-        return [(c, dt) for c in self.channel_names]
-
-
-_KIND_DTYPES = {_KIND_FLOAT: np.float64, _KIND_INT: np.int64, _KIND_UINT64: np.uint64,
-                _KIND_BOOL: np.bool_, _KIND_STR: np.str_}
-#: what a channel holds where its value is missing
-_KIND_FILL: dict[int, Any] = {_KIND_FLOAT: math.nan, _KIND_INT: 0, _KIND_UINT64: 0, _KIND_BOOL: False,
-                              _KIND_STR: ""}
 
 
 @dataclass(frozen=True)
@@ -1049,35 +831,3 @@ def _certificate_uri(cert: x509.Certificate) -> str | None:
         return None
     uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
     return uris[0] if uris else None
-
-
-def _classify(e: BaseException, what: str) -> OpcUaError:
-    """An asyncua/OS exception as an :class:`OpcUaError` of the right kind."""
-    if isinstance(e, OpcUaError):
-        return e
-    if isinstance(e, ua.UaStatusCodeError):
-        code = e.code
-        name = ua.StatusCode(code).name
-        if code in _AUTH_CODES:
-            kind = "auth"
-        elif code in _SECURITY_CODES:
-            kind = "security"
-        elif code in _NODE_CODES:
-            kind = "node"
-        elif code in _TIMEOUT_CODES:
-            kind = "timeout"
-        elif code in _DISCONNECT_CODES:
-            kind = "disconnected"
-        else:
-            kind = "protocol"
-        return OpcUaError(kind, f"{what}: {name} (0x{code:08X})")
-    if isinstance(e, TimeoutError):
-        return OpcUaError("timeout", f"{what}: no answer within the timeout")
-    if isinstance(e, ConnectionError | OSError | EOFError | asyncio.IncompleteReadError):
-        return OpcUaError("disconnected", f"{what}: {e!r}")
-    if isinstance(e, ua.UaError):
-        text = str(e)
-        if "certificate" in text.lower() or "endpoint" in text.lower() or "polic" in text.lower():
-            return OpcUaError("security", f"{what}: {text}")
-        return OpcUaError("protocol", f"{what}: {text}")
-    return OpcUaError("protocol", f"{what}: {e!r}")
