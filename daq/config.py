@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from daq.acquisition.transports import TRANSPORTS, device_schema, transport_of
 from daq.schema import Limit, Name, SimulationSettings, Strict
+from daq.uns.topics import check_level, default_node
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,38 @@ class AuthSettings(Strict):
     enabled: bool = Field(default=True, description="false: every request is admin (closed lab networks)")
 
 
+class MqttSettings(Strict):
+    """Live data over MQTT: the Unified Namespace topics and, optionally, Sparkplug B (:mod:`daq.uns`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    site: str = Field(default="plant", description="topic level: rigdaq/<site>/<node>/<rig>/…")
+    node: str = Field(default_factory=default_node, description="topic level and Sparkplug edge node "
+                      "(default: this host's name)")
+    client_id: str | None = Field(default=None, description="default: rigdaq-<node> (Sparkplug: …-spb)")
+    latest_hz: float = Field(default=20.0, gt=0, le=100, description="readings per rig and second, at most")
+    queue_max: int = Field(default=10_000, ge=1, le=1_000_000,
+                           description="messages waiting for the broker; beyond, the oldest are dropped")
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of state, cycle, verdict and event "
+                                  "(latest readings are QoS 0)")
+    sparkplug: bool = Field(default=False, description="also publish Sparkplug B (spBv1.0/<group>/…)")
+    sparkplug_group: str = "rigdaq"
+
+    @field_validator("site", "node", "sparkplug_group")
+    @classmethod
+    def _level(cls, v: str, info) -> str:
+        return check_level(v, info.field_name)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "\0" in v):
+            raise ValueError("must be a non-empty string without NUL")
+        return v
+
+
 class ServiceSettings(Strict):
     """The service file (``configs/demo.toml``)."""
 
@@ -199,6 +232,7 @@ class ServiceFile(Strict):
     storage: StorageSettings = StorageSettings()
     catalogue: CatalogueSettings = CatalogueSettings()
     auth: AuthSettings = AuthSettings()
+    mqtt: MqttSettings | None = None
 
 
 class Settings(BaseModel):
@@ -210,6 +244,7 @@ class Settings(BaseModel):
     storage: StorageSettings
     catalogue: CatalogueSettings = CatalogueSettings()
     auth: AuthSettings = AuthSettings()
+    mqtt: MqttSettings | None = None
     rigs: list[Rig]
 
     @property
@@ -335,4 +370,4 @@ def load_settings(path: str | Path) -> Settings:
     if problems:
         raise ConfigError(problems)
     return Settings(path=path, service=top.service, api=top.api, storage=top.storage,
-                    catalogue=top.catalogue, auth=top.auth, rigs=rigs)
+                    catalogue=top.catalogue, auth=top.auth, mqtt=top.mqtt, rigs=rigs)

@@ -68,4 +68,5 @@ def health_view(service) -> dict:
                 for s in service.bus.subscriptions},
         "tasks": tasks,
         "task_restarts": service.supervisor.restarts,
+        "mqtt": service.mqtt.health() if getattr(service, "mqtt", None) is not None else None,
     }

@@ -30,6 +30,7 @@ from daq.storage.influxd import ManagedInfluxd
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
+from daq.uns.publisher import MqttPublisher
 from drivers.sim.rig import RigSimulator
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Service:
         self.supervisor = Supervisor(on_event=self.bus.publish)
         self.live = LatestValues()
         self.feed = LiveFeed(self.live)
+        self.mqtt = MqttPublisher.for_settings(settings, self.bus) if settings.mqtt else None  # its own bus queue
         self.recent_events: deque[Event] = deque(maxlen=500)
         self.influxd: ManagedInfluxd | None = None
         self.client: InfluxV1Client | InfluxV2Client | None = None
@@ -228,6 +230,8 @@ class Service:
         self._tasks.append(self.supervisor.spawn("live", self._follow_live))
         self._tasks.append(self.supervisor.spawn("segmentation", self.segmentation.run))
         self._tasks.append(self.supervisor.spawn("live feed", self.feed.run))
+        if self.mqtt is not None:
+            self._tasks.append(self.supervisor.spawn("mqtt", self.mqtt.run))
         await asyncio.sleep(0)  # let the live view subscribe
         self._read_previous_state()  # after storage subscribed: its event must be stored
         self._start_acquisition()
@@ -237,6 +241,8 @@ class Service:
     async def stop(self) -> None:
         """Stop acquisition (flushing partial blocks), drain storage, stop the rest."""
         self.bus.publish(Event("service_stop", "rigdaq stopping"))
+        if self.mqtt is not None:  # what is queued, then the retained offline state
+            await self.mqtt.stop()
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
         try:

@@ -52,6 +52,20 @@ class ServiceCollector:
         for t in svc.supervisor.status.values():
             restarts.add_metric([t.name], t.restarts)
         yield restarts
+        mq = getattr(svc, "mqtt", None)
+        if mq is not None:
+            dropped = CounterMetricFamily("rigdaq_mqtt_dropped", "MQTT messages dropped: the publish queue "
+                                          "was full (oldest first)", labels=["kind"])
+            published = CounterMetricFamily("rigdaq_mqtt_published", "MQTT messages the broker took",
+                                            labels=["kind"])
+            for kind, n in mq.dropped.items():
+                dropped.add_metric([kind], n)
+            for kind, n in mq.published.items():
+                published.add_metric([kind], n)
+            yield from (dropped, published)
+            yield GaugeMetricFamily("rigdaq_mqtt_queued", "MQTT messages waiting for the broker", value=mq.queued)
+            yield GaugeMetricFamily("rigdaq_mqtt_up", "1 while connected to the MQTT broker",
+                                    value=1.0 if mq.status.connected else 0.0)
         cw = svc.catalogue_writer
         if cw is not None:
             yield CounterMetricFamily("rigdaq_catalogue_filed", "Cycles and artifacts filed", value=cw.filed)

@@ -10,6 +10,7 @@ import pytest
 
 from daq.storage.influx_v1 import InfluxV1Client
 from daq.storage.influxd import ManagedInfluxd, free_port
+from tests.integration.conftest_mqtt import mosquitto  # noqa: F401
 
 
 def pytest_configure(config):
