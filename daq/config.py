@@ -107,10 +107,28 @@ class InfluxSettings(Strict):
         return v.rstrip("/")
 
 
+class CentralSettings(InfluxSettings):
+    """A central InfluxDB for the plant: rollups, decimated streams, cycles and events, not full rate."""
+
+    rollup_s: float = Field(default=1.0, gt=0, le=3600, description="the rollup window (min/max/mean/last/n)")
+    decimate_hz: dict[str, float] = Field(default_factory=dict, description="device → rate of a decimated "
+                                          "stream (bin means, at most 1000 Hz)")
+
+    @model_validator(mode="after")
+    def _central(self) -> CentralSettings:
+        if self.managed:
+            raise ValueError("managed = true is for the line's own InfluxDB ([storage.influxdb]), not the central one")
+        bad = {d: hz for d, hz in self.decimate_hz.items() if not 0 < hz <= 1000}
+        if bad:
+            raise ValueError(f"decimate_hz must lie in (0, 1000] Hz (got {bad})")
+        return self
+
+
 class StorageSettings(Strict):
-    """Storage back ends."""
+    """Storage back ends: the line's InfluxDB (full rate), and optionally a central one (rollups)."""
 
     influxdb: InfluxSettings | None = None
+    central: CentralSettings | None = None
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

@@ -45,6 +45,13 @@ def health_view(service) -> dict:
             "dropped_by_device": dict(s.dropped_by_device),
             "last_error": s.last_error or None, "last_write_ns": s.last_write_ns or None,
         }
+    central = service.storage.central if service.storage is not None else None
+    if central is not None:
+        cs = central.writer.stats
+        storage["central"] = {"note": central.note, "state": central.writer.state,
+                              "fault": central.writer.fault.message if central.writer.fault else None,
+                              "spool_lines": central.writer.spool.lines, "lines_written": cs.lines_written,
+                              "dropped_lines": cs.dropped_lines, "rejected_lines": cs.rejected_lines}
     tasks = {t.name: {"restarts": t.restarts, "last_error": t.last_error or None}
              for t in service.supervisor.status.values()}
     ok = all(d["state"] == "ok" for d in devices) and (

@@ -224,6 +224,8 @@ class Service:
         self.clocks.load()
         await self._prepare_simulators()
         await self._start_storage()
+        if self.storage.central is not None:
+            self._tasks.append(self.supervisor.spawn("rollup", self.storage.central.stage.run))
         await self._start_catalogue()
         await self._start_simulators()  # a busy port fails here; the caller's stop() ends influxd
         self._live_sub = self.bus.subscribe("live", maxsize=1000)
@@ -257,6 +259,8 @@ class Service:
             await self.writer.stop()
         if self.client is not None:
             await self.client.aclose()
+        if self.storage is not None and self.storage.central is not None:
+            await self.storage.central.stop()
         for sim in self.simulators.values():
             await sim.stop()
         if self.influxd is not None:

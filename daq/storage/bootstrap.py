@@ -1,4 +1,8 @@
-"""Bringing storage up from the service file: managed influxd, the client, the spool, the writer."""
+"""Bringing storage up from the service file: managed influxd, the client, the spool, the writer.
+
+With ``[storage.central]`` also the plant's central path: a rollup stage on the service's
+bus (:mod:`daq.storage.rollup`) feeding a second writer with its own spool.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,29 @@ from daq.bus import SampleBus
 from daq.storage.influx_v1 import InfluxV1Client, masked_url
 from daq.storage.influx_v2 import InfluxV2Client
 from daq.storage.influxd import InfluxdMissingError, ManagedInfluxd
+from daq.storage.rollup import Rollup, RollupStage
 from daq.storage.spool import Spool
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Central:
+    """The central InfluxDB's path: rollups and forwarded results on their own bus, spool and writer."""
+
+    client: InfluxV1Client | InfluxV2Client
+    bus: SampleBus
+    stage: RollupStage
+    writer: StorageWriter
+    note: str
+
+    async def stop(self) -> None:
+        """After the acquisitions stopped: the last rollups, then drain the central writer."""
+        self.stage.flush()
+        await self.writer.stop()
+        await self.client.aclose()
 
 
 @dataclass
@@ -26,6 +48,7 @@ class Storage:
     client: InfluxV1Client | InfluxV2Client | None = None
     writer: StorageWriter | None = None
     note: str = "not configured"
+    central: Central | None = None
 
     async def stop(self) -> None:
         """Drain the writer, close the client, stop a managed influxd."""
@@ -33,8 +56,36 @@ class Storage:
             await self.writer.stop()
         if self.client is not None:
             await self.client.aclose()
+        if self.central is not None:
+            await self.central.stop()
         if self.influxd is not None:
             self.influxd.stop()
+
+
+def _client(cfg) -> InfluxV1Client | InfluxV2Client:
+    if cfg.api == "v2":
+        return InfluxV2Client(cfg.url, cfg.token, cfg.org, cfg.bucket, cfg.timeout_s)
+    return InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password, cfg.timeout_s)
+
+
+def start_central(settings, bus: SampleBus, supervisor: Supervisor) -> Central | None:
+    """The central path if ``[storage.central]`` is set: its rollup stage subscribes to ``bus`` now.
+
+    The caller spawns ``central.stage.run``; the writer is started here.
+    """
+    cfg = settings.storage.central
+    if cfg is None:
+        return None
+    client = _client(cfg)
+    central_bus = SampleBus()
+    stage = RollupStage(bus, central_bus, Rollup(cfg.rollup_s, cfg.decimate_hz))
+    spool = Spool(settings.data_dir / "spool-central", int(cfg.spool_max_mb * 1e6), cfg.spool_policy,
+                  memory_max_bytes=int(cfg.memory_max_mb * 1e6))
+    writer = StorageWriter(client, central_bus.subscribe("central", maxsize=100_000), spool, cfg.commit_interval_s,
+                           retention=cfg.retention if cfg.api == "v1" else None, supervisor=supervisor)
+    writer.start()
+    where = f"bucket {cfg.bucket}" if cfg.api == "v2" else f"database {cfg.database}"
+    return Central(client, central_bus, stage, writer, f"central InfluxDB at {masked_url(cfg.url)}, {where}")
 
 
 async def start_storage(settings, bus: SampleBus, supervisor: Supervisor, on_commit=None) -> Storage:
@@ -47,6 +98,7 @@ async def start_storage(settings, bus: SampleBus, supervisor: Supervisor, on_com
     cfg = settings.storage.influxdb
     if cfg is None:
         log.warning("no [storage.influxdb] configured: samples are shown live but not stored")
+        out.central = start_central(settings, bus, supervisor)
         return out
     if cfg.managed:
         u = urlparse(cfg.url)
@@ -67,11 +119,9 @@ async def start_storage(settings, bus: SampleBus, supervisor: Supervisor, on_com
             out.influxd = None
     else:
         out.note = f"InfluxDB at {masked_url(cfg.url)}"
+    out.client = _client(cfg)
     if cfg.api == "v2":
-        out.client = InfluxV2Client(cfg.url, cfg.token, cfg.org, cfg.bucket, cfg.timeout_s)
         out.note = f"InfluxDB v2 API at {masked_url(cfg.url)}, bucket {cfg.bucket}"
-    else:
-        out.client = InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password, cfg.timeout_s)
     sub = bus.subscribe("storage", maxsize=100_000)
     spool = Spool(settings.data_dir / "spool", int(cfg.spool_max_mb * 1e6), cfg.spool_policy,
                   memory_max_bytes=int(cfg.memory_max_mb * 1e6))
@@ -79,4 +129,5 @@ async def start_storage(settings, bus: SampleBus, supervisor: Supervisor, on_com
     out.writer = StorageWriter(out.client, sub, spool, cfg.commit_interval_s, on_commit=on_commit,
                                retention=cfg.retention if cfg.api == "v1" else None, supervisor=supervisor)
     out.writer.start()
+    out.central = start_central(settings, bus, supervisor)
     return out

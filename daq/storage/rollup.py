@@ -171,15 +171,14 @@ class RollupStage:
             self.central.publish(item)
 
     def flush(self) -> None:
-        """Publish the windows still open (at stop)."""
+        """At stop, once acquisition has stopped: take what is still queued, publish the open windows."""
+        while (item := self.sub.get_nowait()) is not None:
+            self.take(item)
         for b in self.rollup.flush():
             dev = b.device.rsplit("_", 1)[0]
             self.central.publish(Tagged(self._rig_of.get(dev, ""), b))
 
     async def run(self) -> None:
-        """Follow the bus until cancelled; the open windows are flushed then."""
-        try:
-            while True:
-                self.take(await self.sub.get())
-        finally:
-            self.flush()
+        """Follow the bus until cancelled (then :meth:`flush`, after the acquisitions' last blocks)."""
+        while True:
+            self.take(await self.sub.get())
