@@ -6,7 +6,9 @@ or away.
 Each item is one file ``<sequence>.pkl`` (pickled; these are the service's own result
 objects, written and read by this service only), written to a ``.tmp`` name, fsync'd and
 renamed, so after a crash a file holds a whole item or does not exist. Items are handed
-out oldest first and deleted once their destination confirmed them.
+out oldest first and deleted once their destination confirmed them. An item is kept whole,
+its ``uid`` included, so filing it again after a crash between "filed" and "deleted" updates
+the row it made (an item pickled before items had a uid is filed under its legacy uid).
 """
 
 from __future__ import annotations

@@ -12,19 +12,14 @@ import time
 
 from daq.bus import SampleBus
 from daq.catalogue import Catalogue, CatalogueWriter, RunRow
+from daq.catalogue.store import RunError
 from daq.cycles import RunArtifact
 from daq.cycles.stage import SegmentationStage
 from daq.events import Event
 
 log = logging.getLogger(__name__)
 
-
-class RunError(Exception):
-    """A run request that cannot be done; ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 409):
-        super().__init__(message)
-        self.status = status
+__all__ = ["RunError", "RunManager", "run_config"]
 
 
 def run_config(rig) -> dict:
@@ -38,7 +33,11 @@ def run_config(rig) -> dict:
 
 
 class RunManager:
-    """One active run per rig at most; the catalogue holds every run."""
+    """One active run per rig at most; the catalogue holds every run.
+
+    The catalogue's database holds the rule (a partial unique index), so managers of several API
+    nodes on one catalogue refuse a second run as this one does: of two starts at once, one wins.
+    """
 
     #: how long a stop waits for the segmentation stage to reach the stop event
     CLOSE_TIMEOUT_S = 30.0

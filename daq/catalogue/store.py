@@ -1,9 +1,19 @@
 """The catalogue: runs, cycles with their results, archived cycle samples, run artifacts, API keys.
 
-SQLAlchemy Core on any database URL (SQLite by default, under the data dir; WAL mode so
-readers never block the writer). Every call is synchronous: the service writes on one
-worker thread (:meth:`CatalogueWriter.call`), so SQLite sees one writer at a time, and
-the API reads in worker threads.
+SQLAlchemy Core on any database URL: SQLite by default, under the data dir (WAL mode so
+readers never block the writer), or one PostgreSQL that several acquisition agents and API
+nodes share. Every call is synchronous: the service writes on one worker thread
+(:meth:`CatalogueWriter.call`), so SQLite sees one writer at a time, and the API reads in
+worker threads.
+
+The schema is kept by Alembic migrations (:mod:`daq.catalogue.migrations`), run when a
+:class:`Catalogue` opens the database; the tables below describe the newest revision.
+
+Identities hold across machines: run, cycle and artifact ids come from the database's own
+sequences (every agent files into the one database); a cycle or artifact is filed by its
+``uid`` (made with the result, UNIQUE here), so a retry or an outbox replay updates the one
+row instead of adding another; the database itself allows one active run per rig (a partial
+unique index), so two API nodes starting a run on one rig at once get one run and a refusal.
 
 Archived samples: the time stamps (delta-encoded int64) and every channel (float64,
 exactly what the analysis used, so the SHA-256 can be checked again) are byte-shuffled
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +36,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -36,13 +48,23 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    pool,
     select,
+    text,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError
 
 from daq.cycles import CycleResult, RunArtifact
 
 log = logging.getLogger(__name__)
+# Alembic (the schema migrations) tells at INFO about its plugins and every context it configures
+# (each open of a catalogue checks the revision): quiet unless the application chose a level for it;
+# the migrations log what they changed themselves. Set here, before anything imports alembic.
+if logging.getLogger("alembic").level == logging.NOTSET:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 meta = MetaData()
 
@@ -60,6 +82,8 @@ runs = Table(
     Column("extra", JSON, nullable=False, default=dict),
     Column("started_by", String(200), nullable=False, default=""),
     Column("config", JSON, nullable=False, default=dict),  # limits etc. as they were at the start
+    Index("one_active_run_per_rig", "rig", unique=True,  # the database holds one active run per rig
+          sqlite_where=text("stopped_ns IS NULL"), postgresql_where=text("stopped_ns IS NULL")),
 )
 
 cycles = Table(
@@ -77,7 +101,9 @@ cycles = Table(
     Column("info", JSON, nullable=False),
     Column("version", String(32), nullable=False),
     Column("samples_sha256", String(64), nullable=False),
+    Column("uid", String(36), nullable=False),
     UniqueConstraint("rig", "t_ns", name="one_cycle_per_start"),
+    UniqueConstraint("uid", name="one_cycle_per_uid"),
 )
 
 samples = Table(
@@ -97,6 +123,8 @@ artifacts = Table(
     Column("name", String(64), nullable=False),
     Column("t_ns", BigInteger, nullable=False),
     Column("data", JSON, nullable=False),
+    Column("uid", String(36), nullable=False),
+    UniqueConstraint("uid", name="one_artifact_per_uid"),
 )
 
 api_keys = Table(
@@ -111,6 +139,37 @@ api_keys = Table(
 )
 
 CODEC = "shuffle-zlib-1"
+
+#: UUIDv5 namespace of the uids of results made before results had one (migration 0002 keeps a frozen copy)
+LEGACY_UID_NS = uuid.UUID("5b0c6a1e-3f0d-4a55-9d35-6a0f4b7e2c11")
+
+
+class RunError(Exception):
+    """A run request that cannot be done; ``status`` is the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
+
+
+def legacy_cycle_uid(rig: str, t_ns: int) -> str:
+    """The uid of a cycle made before cycles had one (its natural key: rig and start)."""
+    return str(uuid.uuid5(LEGACY_UID_NS, f"cycle/{rig}/{int(t_ns)}"))
+
+
+def legacy_artifact_uid(rig: str, run_id: int | None, name: str, t_ns: int) -> str:
+    """The uid of an artifact made before artifacts had one (rig, run, name and time)."""
+    return str(uuid.uuid5(LEGACY_UID_NS, f"artifact/{rig}/{run_id or ''}/{name}/{int(t_ns)}"))
+
+
+def cycle_uid(c: CycleResult) -> str:
+    """A cycle's uid (one pickled into an outbox by an older version has none: its legacy uid)."""
+    return getattr(c, "uid", None) or legacy_cycle_uid(c.rig, c.t_ns)
+
+
+def artifact_uid(a: RunArtifact) -> str:
+    """An artifact's uid (or its legacy uid, as for cycles)."""
+    return getattr(a, "uid", None) or legacy_artifact_uid(a.rig, int(a.run) if a.run else None, a.name, a.t_ns)
 
 
 def pack_samples(t_ns: np.ndarray, channels: dict[str, np.ndarray]) -> tuple[list[str], bytes]:
@@ -167,11 +226,36 @@ class Catalogue:
         u = make_url(url)
         if u.drivername.startswith("sqlite") and u.database and u.database != ":memory:":
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, future=True)
+        sqlite = u.get_backend_name() == "sqlite"
+        self.engine: Engine = create_engine(url, future=True, **({} if sqlite else {"pool_pre_ping": True}))
         self.archive = True  # keep each cycle's samples
-        if url.startswith("sqlite"):
+        if sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        meta.create_all(self.engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest revision (creating it, or upgrading an older catalogue in place)."""
+        from daq.catalogue.migrations import current, head, upgrade
+
+        with self.engine.connect() as conn:  # a read only, when it is up to date (the usual case)
+            if current(conn) == head():
+                return
+        u = self.engine.url
+        if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+            with self.engine.connect() as conn:
+                upgrade(conn)
+            return
+        # SQLite: a connection of its own, without foreign-key enforcement (a batch ALTER copies a
+        # table, drops the old one and renames the copy) and taking the write lock at BEGIN, so the
+        # whole upgrade is one transaction
+        eng = create_engine(u, poolclass=pool.NullPool)
+        event.listen(eng, "connect", _sqlite_driver_transactions)
+        event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        try:
+            with eng.connect() as conn:
+                upgrade(conn)
+        finally:
+            eng.dispose()
 
     def close(self) -> None:
         """Release connections."""
@@ -181,12 +265,23 @@ class Catalogue:
     def start_run(self, rig: str, started_ns: int, operator: str = "", part_number: str = "",
                   lot: str = "", serial: str = "", notes: str = "", extra: dict | None = None,
                   started_by: str = "", config: dict | None = None) -> RunRow:
-        """A new active run."""
-        with self.engine.begin() as c:
-            rid = c.execute(runs.insert().values(
-                rig=rig, started_ns=started_ns, operator=operator, part_number=part_number, lot=lot,
-                serial=serial, notes=notes, extra=extra or {}, started_by=started_by,
-                config=config or {})).inserted_primary_key[0]
+        """A new active run; :class:`RunError` (409) if one is active on ``rig``, here or on another node.
+
+        The database holds one active run per rig (``one_active_run_per_rig``): of two starts at
+        once, from any two processes or machines, one gets the run and the other this refusal.
+        """
+        try:
+            with self.engine.begin() as c:
+                rid = c.execute(runs.insert().values(
+                    rig=rig, started_ns=started_ns, operator=operator, part_number=part_number, lot=lot,
+                    serial=serial, notes=notes, extra=extra or {}, started_by=started_by,
+                    config=config or {})).inserted_primary_key[0]
+        except IntegrityError as e:
+            other = [r.id for r in self.active_runs() if r.rig == rig]
+            if not other and "one_active_run_per_rig" not in str(e) and "runs.rig" not in str(e):
+                raise
+            who = f"run {other[0]}" if other else "a run"
+            raise RunError(f"{who} is still active on {rig}; stop it first") from None
         return self.run(rid)
 
     def stop_run(self, run_id: int, stopped_ns: int) -> RunRow | None:
@@ -232,24 +327,32 @@ class Catalogue:
 
     # -- cycles ----------------------------------------------------------------------------
     def file_cycle(self, c: CycleResult) -> int:
-        """Insert a cycle with its samples, or update its result if filed before."""
-        run_id = int(c.run) if c.run else None
-        values = dict(rig=c.rig, run_id=run_id, cycle_no=c.cycle_no, kind=c.kind, t_ns=c.t_ns,
-                      end_ns=c.end_ns, verdict=c.verdict, reasons=list(c.reasons),
+        """Insert a cycle with its samples, or update its result if filed before; its id.
+
+        Idempotent: a cycle is filed by its ``uid`` (UNIQUE), so filing it again — a retry, an
+        outbox replay, or the same result once its cycle time is known — updates its one row.
+        A result with another uid for a filed (rig, start) updates that row too (as before uids).
+        """
+        uid = cycle_uid(c)
+        values = dict(rig=c.rig, run_id=int(c.run) if c.run else None, cycle_no=c.cycle_no, kind=c.kind,
+                      t_ns=c.t_ns, end_ns=c.end_ns, verdict=c.verdict, reasons=list(c.reasons),
                       metrics=_clean(c.metrics), info=dict(c.info), version=c.version,
                       samples_sha256=c.samples_sha256)
         with self.engine.begin() as conn:
-            got = conn.execute(select(cycles.c.id).where(and_(cycles.c.rig == c.rig,
-                                                              cycles.c.t_ns == c.t_ns))).first()
-            if got:
-                conn.execute(cycles.update().where(cycles.c.id == got[0]).values(**values))
-                return got[0]
-            cid = conn.execute(cycles.insert().values(**values)).inserted_primary_key[0]
-            if c.samples is not None and self.archive:
-                t_ns, chans = c.samples
-                names, data = pack_samples(t_ns, chans)
-                conn.execute(samples.insert().values(cycle_id=cid, n=len(t_ns), channels=names,
-                                                     codec=CODEC, data=data))
+            cid = _filed_cycle(conn, uid, c.rig, c.t_ns)
+            if cid is None:
+                cid = _insert_new(conn, cycles, dict(values, uid=uid))
+                if cid is not None:
+                    if c.samples is not None and self.archive:
+                        t_ns, chans = c.samples
+                        names, data = pack_samples(t_ns, chans)
+                        conn.execute(samples.insert().values(cycle_id=cid, n=len(t_ns), channels=names,
+                                                             codec=CODEC, data=data))
+                    return cid
+                cid = _filed_cycle(conn, uid, c.rig, c.t_ns)  # filed meanwhile by another writer
+                if cid is None:
+                    raise RuntimeError(f"cycle {uid} conflicts with a row that cannot be found")
+            conn.execute(cycles.update().where(cycles.c.id == cid).values(**values))
         return cid
 
     def cycle(self, cycle_id: int) -> dict | None:
@@ -318,11 +421,23 @@ class Catalogue:
 
     # -- artifacts ---------------------------------------------------------------------------
     def file_artifact(self, a: RunArtifact) -> int:
-        """Store a run-level result (e.g. a locked-rotor characterisation)."""
+        """Store a run-level result (e.g. a locked-rotor characterisation); its id.
+
+        Idempotent by ``uid`` as :meth:`file_cycle`: filing it again updates its one row.
+        """
+        uid = artifact_uid(a)
+        values = dict(rig=a.rig, run_id=int(a.run) if a.run else None, name=a.name, t_ns=a.t_ns,
+                      data=json.loads(json.dumps(a.data, default=float)))
+        find = select(artifacts.c.id).where(artifacts.c.uid == uid)
         with self.engine.begin() as c:
-            return c.execute(artifacts.insert().values(
-                rig=a.rig, run_id=int(a.run) if a.run else None, name=a.name, t_ns=a.t_ns,
-                data=json.loads(json.dumps(a.data, default=float)))).inserted_primary_key[0]
+            got = c.execute(find).scalar()
+            if got is None:
+                got = _insert_new(c, artifacts, dict(values, uid=uid))
+                if got is not None:
+                    return got
+                got = c.execute(find).scalar_one()  # filed meanwhile by another writer
+            c.execute(artifacts.update().where(artifacts.c.id == got).values(**values))
+        return got
 
     def artifacts_of_run(self, run_id: int) -> list[dict]:
         """A run's artifacts, oldest first."""
@@ -330,6 +445,31 @@ class Catalogue:
             rows = c.execute(select(artifacts).where(artifacts.c.run_id == run_id)
                              .order_by(artifacts.c.id)).mappings().all()
         return [dict(r) for r in rows]
+
+
+def _filed_cycle(conn: Connection, uid: str, rig: str, t_ns: int) -> int | None:
+    """The id of the row filed under ``uid``, else of the one filed for (rig, start), else None."""
+    got = conn.execute(select(cycles.c.id).where(cycles.c.uid == uid)).scalar()
+    if got is None:
+        got = conn.execute(select(cycles.c.id).where(and_(cycles.c.rig == rig, cycles.c.t_ns == t_ns))).scalar()
+    return got
+
+
+def _insert_new(conn: Connection, table: Table, values: dict) -> int | None:
+    """Insert a row; its id, or None if a unique key of it is filed already (nothing changes then)."""
+    dialect = conn.dialect.name
+    if dialect in ("sqlite", "postgresql"):  # INSERT … ON CONFLICT DO NOTHING RETURNING id
+        ins = (sqlite_insert if dialect == "sqlite" else pg_insert)(table).values(**values)
+        return conn.execute(ins.on_conflict_do_nothing().returning(table.c.id)).scalar()
+    try:
+        with conn.begin_nested():
+            return conn.execute(table.insert().values(**values)).inserted_primary_key[0]
+    except IntegrityError:
+        return None
+
+
+def _sqlite_driver_transactions(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # the driver begins nothing itself: SQLAlchemy's "begin" event does
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

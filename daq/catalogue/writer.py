@@ -24,7 +24,8 @@ class CatalogueWriter:
     oldest first, once it is back; at stop whatever cannot be filed stays there and is
     filed at the next start. A kill -9 during an outage loses nothing that reached the
     outbox. An item the database refuses for itself is logged, reported and skipped.
-    Filing a cycle twice (a retry after a crash) updates the same row.
+    Filing an item twice (a retry after a crash, an outbox replay) updates the same row: items
+    are filed by their ``uid``, which the outbox keeps with them.
     """
 
     def __init__(self, catalogue: Catalogue, sub: Subscription, archive_max_bytes: int | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -31,6 +32,9 @@ class CycleResult:
     info: dict[str, float | int | str] = field(default_factory=dict)
     samples: tuple[np.ndarray, dict[str, np.ndarray]] | None = field(default=None, repr=False)
     id: int | None = None  # catalogue id, once filed
+    #: stable identity, made with the result: filing it again (a retry, an outbox replay, the
+    #: update once its cycle time is known) updates the one catalogue row with this uid
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 def device_time(t_ns: np.ndarray, counter: np.ndarray | None, rate_hz: float | None) -> np.ndarray:
@@ -89,3 +93,4 @@ class RunArtifact:
     name: str
     t_ns: int
     data: dict
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))  # stable identity: filed once, by uid
