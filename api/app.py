@@ -43,13 +43,11 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app = FastAPI(title="rigdaq", version=__version__, lifespan=lifespan,
                   description="Test-data acquisition for screw presses and SR-motor test rigs.")
     app.state.service = service
-    app.include_router(health.router)
-    app.include_router(rigs.router)
-    app.include_router(live.router)
-    app.include_router(runs.router)
-    app.include_router(cycles.router)
-    app.include_router(keys.router)
-    app.include_router(metrics.router)
+    # an acquisition agent (daq agent) serves only its health and metrics; daq run and daq api serve all
+    agent = service.role == "agent"
+    routers = (health, metrics) if agent else (health, rigs, live, runs, cycles, keys, metrics)
+    for r in routers:
+        app.include_router(r.router)
     app.state.metrics = metrics.registry_for(service)
 
     @app.exception_handler(RequestValidationError)
@@ -67,6 +65,9 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    if agent:
+        return app
 
     @app.get("/", include_in_schema=False)
     async def operator_page(request: Request) -> FileResponse:

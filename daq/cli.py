@@ -84,9 +84,12 @@ def masked_url(url: str) -> str:
     return u.render_as_string(hide_password=True)
 
 
-def _startup_lines(settings) -> list[str]:
-    """What ``daq run`` prints once the API is up (no secrets)."""
-    lines = [f"rigdaq running: operator page http://{settings.api.host}:{settings.api.port}/ , "
+def _startup_lines(settings, role: str = "all") -> list[str]:
+    """What ``daq run`` (``agent``, ``api``) prints once its HTTP server is up (no secrets)."""
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    if role == "agent":
+        return [f"rigdaq agent running: health {base}/api/health , metrics {base}/metrics. Ctrl-C stops."]
+    lines = [f"rigdaq {'API node ' if role == 'api' else ''}running: operator page {base}/ , "
              "API docs /docs. Ctrl-C stops."]
     if settings.auth.enabled:
         lines.append(f"  API keys: `daq keys create --role operator|engineer|qa|admin --name NAME --config "
@@ -102,12 +105,12 @@ def _dump_tasks() -> None:
         log.warning("task %s: %s", task.get_name(), where)
 
 
-async def _run(settings, simulate: bool) -> int:
+async def _run(settings, simulate: bool, role: str = "all") -> int:
     from api.app import create_app
     from api.server import ApiServer
     from daq.service import Service
 
-    service = Service(settings, simulate=simulate)
+    service = Service(settings, simulate=simulate, role=role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -126,7 +129,7 @@ async def _run(settings, simulate: bool) -> int:
         log.error("cannot start: %s", e)
         await service.stop()
         return 1
-    for line in _startup_lines(settings):
+    for line in _startup_lines(settings, role):
         print(line, flush=True)
     for rig, sim in service.simulators.items():
         for device, where in sim.endpoints().items():
@@ -145,6 +148,22 @@ def cmd_run(args) -> int:
     if settings is None:
         return EXIT_CONFIG
     return asyncio.run(_run(settings, simulate=not args.no_sim))
+
+
+def cmd_agent(args) -> int:
+    """Acquire, segment, analyse and file for the config's rigs; serve only health and metrics."""
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(_run(settings, simulate=not args.no_sim, role="agent"))
+
+
+def cmd_api(args) -> int:
+    """Serve the API, reports and operator page from the shared catalogue and the MQTT live data."""
+    settings = _load(args.config)
+    if settings is None:
+        return EXIT_CONFIG
+    return asyncio.run(_run(settings, simulate=False, role="api"))
 
 
 async def _sim(settings) -> int:
@@ -418,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     p.add_argument("--no-sim", action="store_true", help="do not start simulators")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("agent", help="plant: acquire and file for this config's rigs (health and metrics only)")
+    p.add_argument("config", nargs="?", default="configs/demo.toml")
+    p.add_argument("--no-sim", action="store_true", help="do not start simulators")
+    p.set_defaults(func=cmd_agent)
+    p = sub.add_parser("api", help="plant: serve the API and operator page from the shared catalogue and MQTT")
+    p.add_argument("config", nargs="?", default="configs/demo.toml")
+    p.set_defaults(func=cmd_api)
     p = sub.add_parser("sim", help="run only the simulated equipment")
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_sim)

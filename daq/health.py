@@ -76,4 +76,7 @@ def health_view(service) -> dict:
         "tasks": tasks,
         "task_restarts": service.supervisor.restarts,
         "mqtt": service.mqtt.health() if getattr(service, "mqtt", None) is not None else None,
+        "role": getattr(service, "role", "all"),
+        "mqtt_live": (service.mqtt_source.health() if getattr(service, "mqtt_source", None) is not None
+                      else None),
     }

@@ -23,35 +23,52 @@ from daq.health import health_view
 from daq.live import LatestValues, LiveFeed
 from daq.simulators import build_simulator
 from daq.state import ClockStore, CrashState
-from daq.storage.bootstrap import Storage, start_storage
-from daq.storage.influx_v1 import InfluxV1Client
+from daq.storage.bootstrap import Storage, influx_client, start_storage
+from daq.storage.influx_v1 import InfluxV1Client, masked_url
 from daq.storage.influx_v2 import InfluxV2Client
 from daq.storage.influxd import ManagedInfluxd
 from daq.storage.writer import StorageWriter
 from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
 from daq.uns.publisher import MqttPublisher
+from daq.uns.subscriber import MqttLiveSource
 from drivers.sim.rig import RigSimulator
 
 log = logging.getLogger(__name__)
 
+#: a device state as an acquiring node publishes it (:mod:`daq.uns.topics`) → as the API shows it
+_MQTT_STATES = {"ok": "ok", "fault": "down", "stale": "degraded", "unknown": "starting"}
+
 
 class Service:
-    """Everything ``daq run`` runs besides the HTTP server.
+    """Everything ``daq run`` runs besides the HTTP server, or one role of it.
 
-    ``simulate``: start simulators for rigs marked ``simulate = true``;
-    ``record_sim``: simulators keep every register image they showed (for tests).
+    ``role``: ``"all"`` (``daq run``: everything on one box), ``"agent"`` (``daq agent``: the
+    same stages; its HTTP server offers only health and metrics) or ``"api"`` (``daq api``:
+    no simulators, acquisition, storage writing or segmentation; the catalogue, runs, curve
+    queries, and the live feed from MQTT). ``simulate``: start simulators for rigs marked
+    ``simulate = true``; ``record_sim``: simulators keep every register image they showed
+    (for tests).
     """
 
-    def __init__(self, settings: Settings, simulate: bool = True, record_sim: bool = False):
+    ROLES = ("all", "agent", "api")
+    #: how often a node looks in the catalogue for runs another node started or stopped
+    FOLLOW_RUNS_S = 1.0
+
+    def __init__(self, settings: Settings, simulate: bool = True, record_sim: bool = False, role: str = "all"):
+        if role not in self.ROLES:
+            raise ValueError(f"role must be one of {', '.join(self.ROLES)} (got {role!r})")
         self.settings = settings
-        self.simulate = simulate
+        self.role = role
+        self.simulate = simulate and role != "api"
         self.record_sim = record_sim
         self.bus = SampleBus()
         self.supervisor = Supervisor(on_event=self.bus.publish)
         self.live = LatestValues()
         self.feed = LiveFeed(self.live)
-        self.mqtt = MqttPublisher.for_settings(settings, self.bus) if settings.mqtt else None  # its own bus queue
+        # acquiring nodes publish live data; an API node takes it from the broker
+        self.mqtt = MqttPublisher.for_settings(settings, self.bus) if settings.mqtt and role != "api" else None
+        self.mqtt_source = MqttLiveSource(settings.mqtt, self.feed) if settings.mqtt and role == "api" else None
         self.recent_events: deque[Event] = deque(maxlen=500)
         self.influxd: ManagedInfluxd | None = None
         self.client: InfluxV1Client | InfluxV2Client | None = None
@@ -63,7 +80,7 @@ class Service:
         self.rigs = {r.name: r for r in settings.rigs}
         self._tasks: list[asyncio.Task] = []
         self.started_ns = 0
-        self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r))}
+        self.trackers = {r.name: t for r in settings.rigs if (t := tracker_for(r))} if role != "api" else {}
         self.segmentation = SegmentationStage(self.bus, self.trackers)
         self.last_cycle: dict[str, CycleResult] = {}
         self.catalogue: Catalogue | None = None
@@ -98,8 +115,11 @@ class Service:
             self.catalogue.archive = False
         for rig, tracker in self.trackers.items():
             tracker.cycle_no = await self.catalogue_writer.call(self.catalogue_writer.max_cycle_no, rig)
-        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus, self.segmentation, self.rigs)
-        await self.runs.restore()
+        self.runs = RunManager(self.catalogue, self.catalogue_writer, self.bus,
+                               self.segmentation if self.role != "api" else None, self.rigs)
+        if self.role != "api":
+            await self.runs.restore()
+        self._tasks.append(self.supervisor.spawn("runs", lambda: self.runs.follow_forever(self.FOLLOW_RUNS_S)))
         self._tasks.append(self.supervisor.spawn("catalogue", self.catalogue_writer.run))
         log.info("catalogue at %s", url)
 
@@ -216,9 +236,28 @@ class Service:
                 failing = True
             await asyncio.sleep(0.5)
 
+    async def _start_api_node(self) -> None:
+        """An API node: the catalogue and runs, a storage client for curves, the live feed from MQTT."""
+        cfg = self.settings.storage.influxdb
+        if cfg is not None:
+            self.client = influx_client(cfg)
+            self.storage_note = f"reads curves from InfluxDB at {masked_url(cfg.url)}"
+        await self._start_catalogue()
+        self._tasks.append(self.supervisor.spawn("live feed", self.feed.run))
+        if self.mqtt_source is not None:
+            self.last_cycle = self.mqtt_source.last_cycle
+            self.recent_events = self.mqtt_source.recent_events
+            self._tasks.append(self.supervisor.spawn("mqtt live", self.mqtt_source.run))
+        else:
+            log.warning("no [mqtt] configured: this API node has no live data")
+
     async def start(self) -> None:
         """Bring everything up in order: storage, simulators, live view, acquisition."""
         self.started_ns = time.time_ns()
+        if self.role == "api":
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            await self._start_api_node()
+            return
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self._resume_counters: dict[str, int] = {}
         self.clocks.load()
@@ -265,9 +304,19 @@ class Service:
             await sim.stop()
         if self.influxd is not None:
             self.influxd.stop()
-        self.crash_state.clear()  # a clean stop
+        if self.role != "api":
+            self.crash_state.clear()  # a clean stop
 
     # -- views -------------------------------------------------------------------------
+    def device_states(self, rig: str) -> list[tuple[str, str, str | None]]:
+        """(device, state, last error) of a rig's devices: acquired here, or as MQTT says (an API node)."""
+        if self.role == "api":
+            payload = self.mqtt_source.states.get(rig, {}) if self.mqtt_source is not None else {}
+            return [(dev, _MQTT_STATES.get(d.get("state"), "starting"), d.get("message") or None)
+                    for dev, d in sorted(payload.get("devices", {}).items())]
+        return [(a.status.device, a.status.state, a.status.last_error or None)
+                for a in self.acquisitions if a.status.rig == rig]
+
     def health(self) -> dict:
         """Devices, storage, spool depth, version (:func:`daq.health.health_view`)."""
         return health_view(self)

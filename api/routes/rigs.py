@@ -59,9 +59,8 @@ def list_rigs(service: ServiceDep, who: Operator) -> list[RigSummary]:
     """Every configured rig; ``state`` is the worst of its devices' states."""
     out = []
     for rig in service.rigs.values():
-        devs = [DeviceState(name=a.status.device, state=a.status.state,
-                            last_error=a.status.last_error or None)
-                for a in service.acquisitions if a.rig == rig.name]
+        devs = [DeviceState(name=name, state=state, last_error=err)
+                for name, state, err in service.device_states(rig.name)]
         states = {d.state for d in devs}
         state = next((s for s in ("down", "degraded", "starting") if s in states), "ok")
         last = service.last_cycle.get(rig.name)

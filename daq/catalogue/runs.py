@@ -48,6 +48,7 @@ class RunManager:
         self.segmentation = segmentation  # trackers and storage follow the run events on the bus
         self.rigs = rigs
         self.active: dict[str, RunRow] = {}
+        self._lock = asyncio.Lock()  # start, stop and follow one at a time: each sees the others' result
 
     async def restore(self) -> None:
         """Runs still active in the catalogue (service restarted mid-run) go on."""
@@ -63,10 +64,27 @@ class RunManager:
     async def start(self, rig: str, *, operator: str = "", part_number: str = "", lot: str = "",
                     serial: str = "", notes: str = "", extra: dict | None = None,
                     started_by: str = "") -> RunRow:
-        """Start a run on ``rig``; refuses if one is active there."""
+        """Start a run on ``rig``; refuses if one is active there (here, or on any node: the database)."""
+        async with self._lock:
+            return await self._start(rig, operator=operator, part_number=part_number, lot=lot, serial=serial,
+                                     notes=notes, extra=extra, started_by=started_by)
+
+    async def stop(self, run_id: int) -> RunRow:
+        """Stop a run (stopping a stopped run is refused)."""
+        async with self._lock:
+            return await self._stop(run_id)
+
+    async def follow(self) -> None:
+        """Take runs started or stopped elsewhere (see :meth:`_follow`)."""
+        async with self._lock:
+            await self._follow()
+
+    async def _start(self, rig: str, *, operator: str = "", part_number: str = "", lot: str = "",
+                     serial: str = "", notes: str = "", extra: dict | None = None,
+                     started_by: str = "") -> RunRow:
         if rig not in self.rigs:
             raise RunError(f"no rig {rig!r}; rigs are: {', '.join(sorted(self.rigs))}", 404)
-        if rig in self.active:
+        if rig in self.active and self.segmentation is not None:  # else the database decides (several nodes)
             raise RunError(f"run {self.active[rig].id} is still active on {rig}; stop it first")
         run = await self.writer.call(self.catalogue.start_run, rig, time.time_ns(), operator=operator,
                                      part_number=part_number, lot=lot, serial=serial, notes=notes,
@@ -79,33 +97,68 @@ class RunManager:
                  operator)
         return run
 
-    async def stop(self, run_id: int) -> RunRow:
-        """Stop a run (stopping a stopped run is refused)."""
+    async def _stop(self, run_id: int) -> RunRow:
         run = await self.writer.call(self.catalogue.run, run_id)
         if run is None:
             raise RunError(f"no run {run_id}", 404)
         if not run.active:
             raise RunError(f"run {run_id} was already stopped")
         end_ns = time.time_ns()
-        current = self.active.get(run.rig) is not None and self.active[run.rig].id == run_id
-        if current:
-            # the stop event ends the run for storage and the tracker at the same point of the bus
-            waiter = self.segmentation.closing(run.rig, str(run_id)) if self.segmentation else None
-            self.bus.publish(Event("run_stop", f"run {run_id} stopped on {run.rig}", rig=run.rig,
-                                   fields={"run_id": run_id, "end_ns": end_ns}))
-            final = None
-            if waiter is not None:
-                try:
-                    final = await asyncio.wait_for(waiter, self.CLOSE_TIMEOUT_S)
-                except TimeoutError:  # the stage publishes it for the catalogue when it gets there
-                    log.warning("run %d: segmentation is behind; its final result is filed when it is reached",
-                                run_id)
-            if isinstance(final, RunArtifact):  # a result of the whole run (a logger's summary)
-                await self.writer.call(self.catalogue.file_artifact, final)
-            elif final is not None:  # filed now: the run's results are final when stop returns
-                final.id = await self.writer.call(self.catalogue.file_cycle, final)
+        if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
+            await self._close(run.rig, run_id, end_ns)
         run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
-        if current:
-            del self.active[run.rig]
         log.info("run %d stopped", run_id)
         return run
+
+    async def _close(self, rig: str, run_id: int, end_ns: int) -> None:
+        """End the run for storage and the rig's tracker, and file its final result.
+
+        The stop event ends the run for storage and the tracker at the same point of the bus.
+        """
+        waiter = self.segmentation.closing(rig, str(run_id)) if self.segmentation else None
+        self.bus.publish(Event("run_stop", f"run {run_id} stopped on {rig}", rig=rig,
+                               fields={"run_id": run_id, "end_ns": end_ns}))
+        self.active.pop(rig, None)
+        final = None
+        if waiter is not None:
+            try:
+                final = await asyncio.wait_for(waiter, self.CLOSE_TIMEOUT_S)
+            except TimeoutError:  # the stage publishes it for the catalogue when it gets there
+                log.warning("run %d: segmentation is behind; its final result is filed when it is reached", run_id)
+        if isinstance(final, RunArtifact):  # a result of the whole run (a logger's summary)
+            await self.writer.call(self.catalogue.file_artifact, final)
+        elif final is not None:  # filed now: the run's results are final when stop returns
+            final.id = await self.writer.call(self.catalogue.file_cycle, final)
+
+    async def _follow(self) -> None:
+        """Take runs started or stopped elsewhere (another node's API) on this node's rigs.
+
+        With one catalogue for several nodes, a run is started and stopped by whichever API node
+        took the request; the node acquiring the rig learns it here, from the catalogue, and acts
+        as if it had been asked: a run that became active is started on the bus (storage tags
+        samples with it, the tracker follows it), one that was stopped is closed and its final
+        result filed. Samples between the other node's request and this poll are the run's only
+        from here on: the gap is at most the polling interval.
+        """
+        active = {r.rig: r for r in await self.writer.call(self.catalogue.active_runs) if r.rig in self.rigs}
+        for rig, mine in list(self.active.items()):
+            theirs = active.get(rig)
+            if theirs is None or theirs.id != mine.id:
+                stopped = await self.writer.call(self.catalogue.run, mine.id)
+                end = stopped.stopped_ns if stopped is not None and stopped.stopped_ns else time.time_ns()
+                log.info("run %d on %s was stopped on another node", mine.id, rig)
+                await self._close(rig, mine.id, end)
+        for rig, run in active.items():
+            if rig not in self.active:
+                self.active[rig] = run
+                log.info("run %d on %s was started on another node", run.id, rig)
+                self.bus.publish(Event("run_start", f"run {run.id} started on {rig}", rig=rig,
+                                       fields={"run_id": run.id, "operator": run.operator,
+                                               "part_number": run.part_number, "lot": run.lot,
+                                               "serial": run.serial}))
+
+    async def follow_forever(self, interval_s: float = 1.0) -> None:
+        """:meth:`follow` every ``interval_s`` until cancelled (for the supervisor)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.follow()

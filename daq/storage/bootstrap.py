@@ -62,7 +62,8 @@ class Storage:
             self.influxd.stop()
 
 
-def _client(cfg) -> InfluxV1Client | InfluxV2Client:
+def influx_client(cfg) -> InfluxV1Client | InfluxV2Client:
+    """The client for ``[storage.influxdb]`` or ``[storage.central]`` (v1 or v2 API)."""
     if cfg.api == "v2":
         return InfluxV2Client(cfg.url, cfg.token, cfg.org, cfg.bucket, cfg.timeout_s)
     return InfluxV1Client(cfg.url, cfg.database, cfg.username, cfg.password, cfg.timeout_s)
@@ -76,7 +77,7 @@ def start_central(settings, bus: SampleBus, supervisor: Supervisor) -> Central |
     cfg = settings.storage.central
     if cfg is None:
         return None
-    client = _client(cfg)
+    client = influx_client(cfg)
     central_bus = SampleBus()
     stage = RollupStage(bus, central_bus, Rollup(cfg.rollup_s, cfg.decimate_hz))
     spool = Spool(settings.data_dir / "spool-central", int(cfg.spool_max_mb * 1e6), cfg.spool_policy,
@@ -119,7 +120,7 @@ async def start_storage(settings, bus: SampleBus, supervisor: Supervisor, on_com
             out.influxd = None
     else:
         out.note = f"InfluxDB at {masked_url(cfg.url)}"
-    out.client = _client(cfg)
+    out.client = influx_client(cfg)
     if cfg.api == "v2":
         out.note = f"InfluxDB v2 API at {masked_url(cfg.url)}, bucket {cfg.bucket}"
     sub = bus.subscribe("storage", maxsize=100_000)
