@@ -10,6 +10,8 @@ import asyncio
 import logging
 import time
 
+from sqlalchemy.exc import OperationalError
+
 from daq.bus import SampleBus
 from daq.catalogue import Catalogue, CatalogueWriter, RunRow
 from daq.catalogue.store import RunError
@@ -158,7 +160,22 @@ class RunManager:
                                                "serial": run.serial}))
 
     async def follow_forever(self, interval_s: float = 1.0) -> None:
-        """:meth:`follow` every ``interval_s`` until cancelled (for the supervisor)."""
+        """:meth:`follow` every ``interval_s`` until cancelled (for the supervisor).
+
+        While the catalogue is unreachable there is nothing to follow: the run state stays as it
+        was (the catalogue writer reports the outage) and following resumes when it is back.
+        """
+        away = False
         while True:
             await asyncio.sleep(interval_s)
-            await self.follow()
+            try:
+                await self.follow()
+            except OperationalError as e:
+                if not away:
+                    log.warning("runs: cannot look at the catalogue (%s); runs stay as they are until it is back",
+                                str(e).splitlines()[0])
+                away = True
+                continue
+            if away:
+                log.info("runs: the catalogue answers again")
+            away = False
