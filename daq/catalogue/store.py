@@ -237,18 +237,26 @@ class Catalogue:
         """Bring the schema to the newest revision (creating it, or upgrading an older catalogue in place)."""
         from daq.catalogue.migrations import current, head, upgrade
 
-        with self.engine.connect() as conn:  # a read only, when it is up to date (the usual case)
-            if current(conn) == head():
-                return
         u = self.engine.url
         if u.get_backend_name() != "sqlite" or u.database in (None, "", ":memory:"):
+            with self.engine.connect() as conn:  # a read only, when it is up to date (the usual case)
+                if current(conn) == head():
+                    return
             with self.engine.connect() as conn:
                 upgrade(conn)
             return
         # SQLite: a connection of its own, without foreign-key enforcement (a batch ALTER copies a
         # table, drops the old one and renames the copy) and taking the write lock at BEGIN, so the
-        # whole upgrade is one transaction
-        eng = create_engine(u, poolclass=pool.NullPool)
+        # whole upgrade is one transaction. Both wait for another process's upgrade (or its switch to
+        # WAL) as long as it may take: sqlite3's default busy timeout is 5 s
+        check = create_engine(u, poolclass=pool.NullPool, connect_args={"timeout": 120})
+        try:
+            with check.connect() as conn:  # a read only, when it is up to date (the usual case)
+                if current(conn) == head():
+                    return
+        finally:
+            check.dispose()
+        eng = create_engine(u, poolclass=pool.NullPool, connect_args={"timeout": 120})
         event.listen(eng, "connect", _sqlite_driver_transactions)
         event.listen(eng, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:
