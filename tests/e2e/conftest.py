@@ -5,7 +5,7 @@ import shutil
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.integration.conftest import influxd  # noqa: F401  (a fixture)
+from tests.integration.conftest import influxd, postgres  # noqa: F401  (fixtures)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

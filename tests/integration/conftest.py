@@ -17,8 +17,6 @@ from tests.servers import ServerError, postgres_bindir, start_postgres
 def pytest_configure(config):
     config.addinivalue_line("markers", "fault_matrix: a row of the storage fault matrix (issue 11), "
                                        "each with its own influxd")
-    config.addinivalue_line("markers", "plant: the plant topology (agents, API nodes, PostgreSQL, mosquitto, "
-                                       "influxd as real processes)")
 
 
 @pytest.fixture(scope="session")

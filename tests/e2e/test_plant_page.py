@@ -1,0 +1,46 @@
+"""The operator page of a plant's API node (real chromium): both agents' rigs live through MQTT."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.plant import Plant
+from tests.servers import Mosquitto
+
+pytestmark = [pytest.mark.plant, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def plant(postgres, influxd, tmp_path_factory):
+    work = tmp_path_factory.mktemp("plant-page")
+    name = "page_" + str(int(time.time() * 1000) % 10**9)
+    postgres.admin(f'CREATE DATABASE "{name}"')
+    broker = Mosquitto(work)
+    broker.start()
+    p = Plant(work, postgres.url(name), broker.port, influxd.url, name, api_nodes=1)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+        broker.stop()
+        postgres.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_api_node_page_shows_both_lines_live_through_mqtt(plant, browser):
+    base = plant.nodes["api1"].base
+    ctx = browser.new_context()
+    ctx.add_cookies([{"name": "rigdaq_key", "value": plant.key, "url": base}])
+    page = ctx.new_page()
+    assert page.goto(base + "/").status == 200
+    for rig, channel in (("press-01", "sample"), ("srm-01", "speed")):
+        value = page.locator(f'#rig-{rig} [data-channel="{channel}"] .val')
+        expect(value).to_be_visible(timeout=20_000)
+        first = value.inner_text()
+        expect(value).not_to_have_text(first, timeout=5_000)  # it moves: fed live from the broker
+    # a blow analysed on line 1's agent reaches the page through MQTT
+    expect(page.locator("#rig-press-01 .verdict > b")).to_contain_text("blow ", timeout=20_000)
+    ctx.close()
