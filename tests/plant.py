@@ -13,11 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from daq.storage.influxd import free_port
+from tests.servers import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANT = ROOT / "configs" / "plant"
@@ -118,3 +121,25 @@ class Plant:
         """An HTTP client of an API node, with the admin key."""
         return httpx.Client(base_url=self.nodes[name].base, headers={"Authorization": f"Bearer {self.key}"},
                             timeout=10.0)
+
+
+@contextmanager
+def running_plant(postgres, influx_url: str, workdir: Path, api_nodes: int = 2):
+    """A started :class:`Plant` on its own PostgreSQL database and mosquitto; everything stopped after.
+
+    ``postgres`` is a :class:`tests.servers.PostgresServer`. The plant gets ``broker`` (its
+    :class:`~tests.servers.Mosquitto`) and ``postgres`` attributes for fault tests.
+    """
+    name = "plant_" + uuid.uuid4().hex[:10]
+    postgres.admin(f'CREATE DATABASE "{name}"')
+    broker = Mosquitto(workdir)
+    broker.start()
+    plant = Plant(workdir, postgres.url(name), broker.port, influx_url, name, api_nodes=api_nodes)
+    plant.broker, plant.postgres = broker, postgres
+    try:
+        plant.start()
+        yield plant
+    finally:
+        plant.stop()
+        broker.stop()
+        postgres.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

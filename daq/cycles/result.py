@@ -94,3 +94,22 @@ class RunArtifact:
     t_ns: int
     data: dict
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))  # stable identity: filed once, by uid
+
+
+class ResultTracker:
+    """Base of the live trackers: results gathered while a block is fed are returned by :meth:`feed`.
+
+    A subclass implements ``_feed(rig, block)`` and appends to ``self.results`` what the block
+    completed (cycle results, run artifacts, events); the segmentation stage publishes them.
+    """
+
+    results: list
+
+    def feed(self, rig: str, block) -> list:
+        """Take a block of the rig; returns what it completed, oldest first."""
+        self._feed(rig, block)
+        out, self.results = self.results, []
+        return out
+
+    def _feed(self, rig: str, block) -> None:
+        raise NotImplementedError

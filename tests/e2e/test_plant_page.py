@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from playwright.sync_api import expect
 
-from tests.plant import Plant
-from tests.servers import Mosquitto
+from tests.plant import running_plant
 
 pytestmark = [pytest.mark.plant, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def plant(postgres, influxd, tmp_path_factory):
-    work = tmp_path_factory.mktemp("plant-page")
-    name = "page_" + str(int(time.time() * 1000) % 10**9)
-    postgres.admin(f'CREATE DATABASE "{name}"')
-    broker = Mosquitto(work)
-    broker.start()
-    p = Plant(work, postgres.url(name), broker.port, influxd.url, name, api_nodes=1)
-    try:
-        p.start()
+    with running_plant(postgres, influxd.url, tmp_path_factory.mktemp("plant-page"), api_nodes=1) as p:
         yield p
-    finally:
-        p.stop()
-        broker.stop()
-        postgres.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_the_api_node_page_shows_both_lines_live_through_mqtt(plant, browser):

@@ -18,29 +18,15 @@ from sqlalchemy import create_engine, text
 
 from daq.catalogue import Catalogue
 from daq.reports.certificate import build_report
-from tests.plant import Plant
-from tests.servers import Mosquitto
+from tests.plant import running_plant
 
 pytestmark = [pytest.mark.plant, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
 def plant(postgres, influxd, tmp_path_factory):
-    work = tmp_path_factory.mktemp("plant")
-    name = "plant_" + str(int(time.time() * 1000) % 10**9)
-    postgres.admin(f'CREATE DATABASE "{name}"')
-    broker = Mosquitto(work)
-    broker.start()
-    p = Plant(work, postgres.url(name), broker.port, influxd.url, name)
-    p.broker = broker
-    p.postgres = postgres
-    try:
-        p.start()
+    with running_plant(postgres, influxd.url, tmp_path_factory.mktemp("plant"), api_nodes=2) as p:
         yield p
-    finally:
-        p.stop()
-        broker.stop()
-        postgres.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _until(cond, timeout_s: float, what: str):

@@ -19,6 +19,7 @@ from daq.events import Event
 from daq.rigs.screw_press import PressCycleTracker
 from daq.storage.lineproto import cycle_line
 from drivers.block import Block
+from tests.staged import Staged
 
 FS = 10_000
 DT_NS = 1_000_000_000 // FS  # 100 µs
@@ -80,26 +81,6 @@ def feed(tracker: Staged, t_ns, chans, block: int) -> None:
         cols = {k: v[sl] for k, v in chans.items()}
         cols["sample"] = np.arange(len(t_ns))[sl].astype(np.float64)
         tracker.feed("press-01", Block("amp", t_ns[sl], cols, np.zeros(len(t_ns[sl]), np.uint8)))
-
-
-class Staged:
-    """The tracker as the service runs it: what it returns is published, as the stage and run manager do."""
-
-    def __init__(self, tracker: PressCycleTracker, bus):
-        self.tracker, self.bus = tracker, bus
-
-    def __getattr__(self, name):
-        return getattr(self.tracker, name)
-
-    def feed(self, rig, block) -> None:
-        for r in self.tracker.feed(rig, block):
-            self.bus.publish(r)
-
-    def close_run(self, end_ns):
-        final = self.tracker.close_run(end_ns)
-        if final is not None:
-            self.bus.publish(final)
-        return final
 
 
 def tracker(bus, pre_s=0.3, post_s=0.1, limits=None) -> Staged:

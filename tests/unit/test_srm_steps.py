@@ -8,6 +8,7 @@ from daq.bus import SampleBus
 from daq.cycles import CycleResult
 from daq.rigs.srm_rig import SrmStepTracker
 from drivers.block import Block
+from tests.staged import Staged
 from tests.unit.test_analysis_srm import motor_step
 
 FS = 20_000
@@ -30,26 +31,12 @@ def _feed(tracker, step, speed_sp):
             "speed_setpoint": np.array([speed_sp(tc)]), "torque_setpoint": np.array([40.0])}))
 
 
-class _Staged:
-    """Publishes what the tracker returns, as the segmentation stage does."""
-
-    def __init__(self, tracker: SrmStepTracker, bus: SampleBus):
-        self.tracker, self.bus = tracker, bus
-
-    def __getattr__(self, name):
-        return getattr(self.tracker, name)
-
-    def feed(self, rig, block) -> None:
-        for r in self.tracker.feed(rig, block):
-            self.bus.publish(r)
-
-
 def _tracker():
     bus = SampleBus()
     sub = bus.subscribe("t", accepts=(CycleResult,))
     tr = SrmStepTracker("srm", "analyser", "ctrl", SrmParams(0.6, settle_s=0.3, min_steady_s=0.2), {},
                         rate_hz=FS)
-    return _Staged(tr, bus), sub
+    return Staged(tr, bus), sub
 
 
 def _results(sub):

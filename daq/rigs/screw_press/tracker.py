@@ -42,7 +42,7 @@ from analysis.press import (
     velocity_lookback,
 )
 from analysis.result import limit_reasons, samples_hash
-from daq.cycles.result import CycleResult, Series, device_time
+from daq.cycles.result import CycleResult, ResultTracker, Series, device_time
 from daq.events import Event
 from drivers.block import Block
 
@@ -54,7 +54,7 @@ def iso_ns(t_ns: int) -> str:
     return datetime.fromtimestamp(t_ns // 1000 / 1e6, UTC).isoformat(timespec="microseconds")
 
 
-class PressCycleTracker:
+class PressCycleTracker(ResultTracker):
     """Finds blows in one press rig's live blocks and analyses them."""
 
     ANALYSIS_CHANNELS = ("force", "position", "force_1", "force_2", "force_3", "force_4")
@@ -101,12 +101,6 @@ class PressCycleTracker:
             if col.dtype.kind in "fiu" and wanted:
                 key = name if block.device == self.master else f"{block.device}:{name}"
                 self.series.setdefault(key, Series(self.keep_s)).add(block.t_ns, col)
-
-    def feed(self, rig: str, block: Block) -> list:
-        """Take a block of this rig; returns the results and events of the blows it completed."""
-        self._feed(rig, block)
-        out, self.results = self.results, []
-        return out
 
     def _feed(self, rig: str, block: Block) -> None:
         if rig != self.rig:

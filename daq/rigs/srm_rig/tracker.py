@@ -20,7 +20,7 @@ import numpy as np
 
 from analysis.result import samples_hash
 from analysis.srm import SrmParams, analyse_step, characterise, judge
-from daq.cycles.result import CycleResult, RunArtifact, Series, device_time
+from daq.cycles.result import CycleResult, ResultTracker, RunArtifact, Series, device_time
 from drivers.block import Block
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ STATE_IDLE, STATE_RAMP, STATE_HOLD, STATE_LOCKED, STATE_DONE = 0, 1, 2, 3, 4
 LOCKED_LEAD_S = 0.3
 
 
-class SrmStepTracker:
+class SrmStepTracker(ResultTracker):
     """Cuts test steps out of one SRM rig's live blocks and analyses them."""
 
     def __init__(self, rig: str, master: str, controller: str, params: SrmParams,
@@ -51,12 +51,6 @@ class SrmStepTracker:
         self.last: CycleResult | None = None
         self._step: tuple[int, int, int, dict] | None = None  # (step, state, start_ns, setpoints)
         self._pending: list[tuple[int, int, int, int, dict]] = []
-
-    def feed(self, rig: str, block: Block) -> list:
-        """Take a block of this rig; returns the results (and run artifacts) of the steps it completed."""
-        self._feed(rig, block)
-        out, self.results = self.results, []
-        return out
 
     def _feed(self, rig: str, block: Block) -> None:
         if rig != self.rig:
