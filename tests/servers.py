@@ -10,16 +10,20 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from daq.storage.influxd import free_port
+
+#: PostgreSQL settings for tests: no fsync (a test's data is thrown away), room for many nodes
+TEST_SETTINGS = {"fsync": "off", "max_connections": "200"}
 
 
 class ServerError(RuntimeError):
@@ -34,10 +38,20 @@ class PostgresServer:
     data: Path
     port: int
     as_owner: list[str]
+    #: server settings (``-c name=value``) besides port and socket dir
+    settings: dict[str, str] = field(default_factory=lambda: dict(TEST_SETTINGS))
 
-    def url(self, database: str = "postgres") -> str:
-        """The SQLAlchemy URL of one of its databases."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", **options: str) -> str:
+        """The SQLAlchemy URL of one of its databases; ``options``: per-session settings."""
+        q = "?options=" + "%20".join(f"-c%20{k}%3D{v}" for k, v in options.items()) if options else ""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}{q}"
+
+    @property
+    def version(self) -> str:
+        """The server's version (``pg_ctl --version``)."""
+        r = subprocess.run([str(self.bindir / "pg_ctl"), "--version"], capture_output=True, text=True, check=False)
+        m = re.search(r"\(PostgreSQL\) (\S+)", r.stdout)
+        return m.group(1) if m else "?"
 
     def admin(self, sql: str) -> None:
         """Run one statement outside a transaction (CREATE/DROP DATABASE) on the ``postgres`` database."""
@@ -59,7 +73,7 @@ class PostgresServer:
     def resume(self) -> None:
         """Start the server again on the same port, after :meth:`halt`."""
         root = self.data.parent
-        opts = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = f"-p {self.port} -k {root} " + " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         self.pg_ctl("-o", opts, "-l", str(root / "server.log"), "-w", "-t", "60", "start")
 
     def stop(self) -> None:
@@ -77,24 +91,28 @@ def postgres_bindir() -> Path | None:
     return Path(initdb).parent if initdb and shutil.which("pg_ctl") else None
 
 
-def start_postgres(port: int | None = None) -> PostgresServer:
+def start_postgres(port: int | None = None, parent: Path | None = None,
+                   settings: dict[str, str] | None = None) -> PostgresServer:
     """A PostgreSQL of our own, trust authentication, on ``port`` (default: a free one).
 
-    ``initdb`` runs into a temporary dir, as the ``postgres`` OS user when we are root
-    (initdb refuses root).
+    ``initdb`` runs into a temporary dir under ``parent`` (default /tmp), as the ``postgres``
+    OS user when we are root (initdb refuses root). ``settings``: the server's ``-c``
+    options (default :data:`TEST_SETTINGS`: no fsync; a benchmark passes ``{}`` for the
+    durable defaults); it listens on 127.0.0.1 only.
     """
     bindir = postgres_bindir()
     if bindir is None:
         raise ServerError("PostgreSQL server binaries (initdb, pg_ctl) are not installed: apt-get install "
                           "postgresql (scripts/setup does it)")
     # the dir is made under /tmp (pytest's own base dir is private to root)
-    root = Path(tempfile.mkdtemp(prefix="rigdaq-pg-"))
+    root = Path(tempfile.mkdtemp(prefix="rigdaq-pg-", dir=parent)).resolve()
     as_owner: list[str] = []
     if os.geteuid() == 0:
         pw = pwd.getpwnam("postgres")
         os.chown(root, pw.pw_uid, pw.pw_gid)
         as_owner = ["runuser", "-u", "postgres", "--"]
-    server = PostgresServer(bindir, root / "data", port or free_port(), as_owner)
+    server = PostgresServer(bindir, root / "data", port or free_port(), as_owner,
+                            {"listen_addresses": "127.0.0.1", **(TEST_SETTINGS if settings is None else settings)})
     try:
         subprocess.run([*as_owner, str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                         "--no-locale", "--no-sync", "-D", str(server.data)],
