@@ -67,7 +67,6 @@ import numpy as np
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import security_policies, uacrypto
-from cryptography import x509
 
 from drivers.block import QUALITY_BAD, QUALITY_GOOD
 from drivers.modbus import Backoff
@@ -80,6 +79,7 @@ from drivers.opcua.nodes import (
     OVERFLOW_BITS,
     OVERFLOW_MASK,
     NodeSpec,
+    certificate_uri,
     datetime_ns,
     format_browse_path,
     is_node_id,
@@ -404,7 +404,7 @@ class OpcUaClient:
         st = self.settings
         try:
             cert = await uacrypto.load_certificate(st.certificate)
-            uri = _certificate_uri(cert)
+            uri = certificate_uri(cert)
             if uri:
                 client.application_uri = uri  # servers check it against the certificate
             presented = endpoint.ServerCertificate or b""
@@ -821,13 +821,3 @@ _MODES = {"None": ua.MessageSecurityMode.None_, "Sign": ua.MessageSecurityMode.S
           "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
 _POLICIES = {"None": security_policies.SecurityPolicyNone,
              "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256}
-
-
-def _certificate_uri(cert: x509.Certificate) -> str | None:
-    """The application URI in a certificate's subjectAltName, if any."""
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None

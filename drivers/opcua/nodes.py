@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from asyncua import ua
+from cryptography import x509
 
 from drivers.block import QUALITY_BAD, QUALITY_GOOD, QUALITY_PARTIAL
 
@@ -208,3 +209,13 @@ _KIND_DTYPES = {_KIND_FLOAT: np.float64, _KIND_INT: np.int64, _KIND_UINT64: np.u
 #: what a channel holds where its value is missing
 _KIND_FILL: dict[int, Any] = {_KIND_FLOAT: math.nan, _KIND_INT: 0, _KIND_UINT64: 0, _KIND_BOOL: False,
                               _KIND_STR: ""}
+
+
+def certificate_uri(cert: x509.Certificate) -> str | None:
+    """The application URI in a certificate's subjectAltName, if any."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None

@@ -47,9 +47,8 @@ import numpy as np
 from asyncua import Server, ua
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
-from cryptography import x509
 
-from drivers.opcua import OVERFLOW_BITS, ns_datetime
+from drivers.opcua.nodes import OVERFLOW_BITS, certificate_uri, ns_datetime
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +204,7 @@ class OpcUaSimServer:
         server.set_identity_tokens([ua.UserNameIdentityToken] if self.users else [ua.AnonymousIdentityToken])
         if self.certificate:
             cert = await uacrypto.load_certificate(self.certificate)
-            uri = _certificate_uri(cert)
+            uri = certificate_uri(cert)
             if uri:
                 await server.set_application_uri(uri)
             await server.load_certificate(self.certificate)
@@ -368,12 +367,3 @@ def _coerce_one(ch: str, typ: str, v: Any) -> Any:
     if not info.min <= iv <= info.max:
         raise ValueError(f"{ch}: {iv} is out of range for {typ}")
     return iv
-
-
-def _certificate_uri(cert: x509.Certificate) -> str | None:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return None
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
