@@ -101,9 +101,26 @@ class ResultTracker:
 
     A subclass implements ``_feed(rig, block)`` and appends to ``self.results`` what the block
     completed (cycle results, run artifacts, events); the segmentation stage publishes them.
+    ``run`` is the active run's id ('' for none), set by the segmentation stage at the run
+    events; a different id calls :meth:`_new_run`, where a subclass starts its per-run state.
     """
 
     results: list
+    _run: str = ""
+
+    @property
+    def run(self) -> str:
+        """The active run's id ('' for none)."""
+        return self._run
+
+    @run.setter
+    def run(self, value: str) -> None:
+        if value != self._run:
+            self._new_run()
+        self._run = value
+
+    def _new_run(self) -> None:
+        """Per-run state starts afresh (a subclass's hook)."""
 
     def feed(self, rig: str, block) -> list:
         """Take a block of the rig; returns what it completed, oldest first."""

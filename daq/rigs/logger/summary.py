@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from daq.cycles.result import RunArtifact
+from daq.cycles.result import ResultTracker, RunArtifact
 
 log = logging.getLogger(__name__)
 
@@ -209,50 +209,43 @@ def _columns(block, skipped: set) -> tuple[np.ndarray, list[tuple[str, np.ndarra
     return t, out
 
 
-class RunSummaryTracker:
+class RunSummaryTracker(ResultTracker):
     """Summarises every device and numeric channel of one logger rig per run (module docstring)."""
 
     def __init__(self, rig: str, units: dict[str, dict[str, str]] | None = None):
         self.rig = rig
         self.units = units or {}  # device → channel → unit, from the rig file
+        self.results: list = []
         self.cycle_no = 0  # a logger has no cycles; the service sets it from the catalogue
         self._run = ""
         self._closed = False
         self._devices: dict[str, DeviceSummary] = {}
         self._skipped: set[tuple[str, str]] = set()
 
-    @property
-    def run(self) -> str:
-        """The active run's id ('' for none); a new id starts a new summary."""
-        return self._run
+    def _new_run(self) -> None:
+        """A new run id starts a new summary."""
+        self._devices = {}
+        self._closed = False
 
-    @run.setter
-    def run(self, value: str) -> None:
-        if value != self._run:
-            self._devices = {}
-            self._closed = False
-        self._run = value
-
-    def feed(self, rig: str, block) -> list:
+    def _feed(self, rig: str, block) -> None:
         """Take a block of this rig into the active run's summary (nothing without a run).
 
-        Returns what the block completed: nothing, ever (the summary is final when the run stops).
+        It completes nothing: the summary is final when the run stops (``close_run``).
         """
         if rig != self.rig or not self._run or self._closed:
-            return []
+            return
         cols = _columns(block, self._skipped)
         if cols is None:
-            return []
+            return
         t, columns = cols
         if not len(t):
-            return []
+            return
         dev = self._devices.setdefault(str(block.device), DeviceSummary())
         dev.samples += len(t)
         dev.first_ns = _lo(dev.first_ns, int(t.min()))
         dev.last_ns = _hi(dev.last_ns, int(t.max()))
         for name, v, has, good in columns:
             dev.channels.setdefault(name, ChannelSummary()).add(t, v, has, good)
-        return []
 
     def summary(self, end_ns: int | None = None) -> dict:
         """The active run's summary so far (JSON-ready): what ``close_run`` files."""

@@ -84,16 +84,9 @@ class PressCycleTracker(ResultTracker):
         self._t_prev: int | None = None  # the master's last timestamp before this block
         self._run = ""
 
-    @property
-    def run(self) -> str:
-        """The active run's id ('' for none); parts are counted per run."""
-        return self._run
-
-    @run.setter
-    def run(self, value: str) -> None:
-        if value != self._run:
-            self.parts = PartCounter(self.params.blows_per_part, self.params.part_gap_s)
-        self._run = value
+    def _new_run(self) -> None:
+        """Parts are counted per run."""
+        self.parts = PartCounter(self.params.blows_per_part, self.params.part_gap_s)
 
     def _add(self, block: Block) -> None:
         for name, col in block.channels.items():
