@@ -45,28 +45,38 @@ class _Bins:
         self.acc: dict[str, list[float]] = {}  # channel → [n, min, max, sum, last]
 
     def add(self, t: np.ndarray, cols: dict[str, np.ndarray], good: np.ndarray) -> list[tuple[int, dict]]:
-        """Take samples (time-ordered); returns the bins they completed: (start ns, channel → stats)."""
+        """Take samples (time-ordered); returns the bins they completed: (start ns, channel → stats).
+
+        Per channel the block's bins are reduced in one numpy call each (``reduceat``); only
+        the per-bin merge into the running sums is Python, on scalars.
+        """
         done: list[tuple[int, dict]] = []
         if not len(t):
             return done
         bins = (t // self.width_ns) * self.width_ns
-        edges = np.flatnonzero(np.diff(bins)) + 1
-        starts = np.concatenate(([0], edges))
-        ends = np.concatenate((edges, [len(t)]))
-        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
-            start = int(bins[a])
+        starts = np.flatnonzero(np.concatenate(([True], bins[1:] != bins[:-1])))
+        idx = np.arange(len(t))
+        per: dict[str, tuple[list, list, list, list, list]] = {}
+        for name, v in cols.items():
+            m = good & np.isfinite(v)
+            last_i = np.maximum.reduceat(np.where(m, idx, -1), starts)
+            per[name] = (np.add.reduceat(m.astype(np.int64), starts).tolist(),
+                         np.minimum.reduceat(np.where(m, v, np.inf), starts).tolist(),
+                         np.maximum.reduceat(np.where(m, v, -np.inf), starts).tolist(),
+                         np.add.reduceat(np.where(m, v, 0.0), starts).tolist(),
+                         v[np.maximum(last_i, 0)].tolist())
+        for k, start in enumerate(bins[starts].tolist()):
             if self.start is not None and start != self.start:
                 done.append(self._close())
             self.start = start
-            for name, v in cols.items():
+            for name, (n, lo, hi, tot, last) in per.items():
                 acc = self.acc.setdefault(name, [0, np.inf, -np.inf, 0.0, np.nan])  # every channel, even empty
-                x = v[a:b][good[a:b] & np.isfinite(v[a:b])]
-                if len(x):
-                    acc[0] += len(x)
-                    acc[1] = min(acc[1], float(x.min()))
-                    acc[2] = max(acc[2], float(x.max()))
-                    acc[3] += float(x.sum())
-                    acc[4] = float(x[-1])
+                if n[k]:
+                    acc[0] += n[k]
+                    acc[1] = min(acc[1], lo[k])
+                    acc[2] = max(acc[2], hi[k])
+                    acc[3] += tot[k]
+                    acc[4] = last[k]
         return done
 
     def _close(self) -> tuple[int, dict]:
