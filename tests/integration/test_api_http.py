@@ -23,8 +23,12 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
     try:
         keys = keys_for(service)
         async with httpx.AsyncClient(base_url=base, timeout=5, headers=bearer(keys["operator"])) as http:
-            await asyncio.sleep(1.0)
-            health = (await http.get("/api/health")).json()
+            for _ in range(120):  # until every device has been read for a while (1 s on a quiet machine)
+                await asyncio.sleep(0.25)
+                health = (await http.get("/api/health")).json()
+                samples = {d["device"]: d["samples"] for d in health["devices"]}
+                if samples.get("press01_plc", 0) > 10 and samples.get("press01_amp", 0) > 5000:
+                    break
             assert health["status"] == "ok" and health["version"] == __version__
             assert health["catalogue"]["url"].startswith("sqlite:///") and health["catalogue"]["errors"] == 0
             devs = {d["device"]: d for d in health["devices"]}
@@ -38,9 +42,11 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             assert [(r["name"], r["kind"], r["state"]) for r in rigs] == [("press-01", "screw_press", "ok")]
 
             seen = []
-            for _ in range(8):
+            for _ in range(200):  # until the PLC's clock moved 1.5 s (2.4 s of polling on a quiet machine)
                 latest = (await http.get("/api/rigs/press-01/latest")).json()
                 seen.append(latest["channels"])
+                if len(seen) >= 8 and seen[-1]["plc_tick"]["value"] - seen[0]["plc_tick"]["value"] > 1500:
+                    break
                 await asyncio.sleep(0.3)
             first = seen[0]
             assert first["force"]["unit"] == "kN" and first["position"]["unit"] == "mm"

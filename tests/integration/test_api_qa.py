@@ -21,7 +21,6 @@ from websockets.sync.client import connect
 from analysis.result import samples_hash
 from daq.reports.certificate import verify_content_hash
 from tests.integration.helpers import (
-    PRESS_THIRD_CONTACT_S,
     bearer,
     check_press_metrics,
     check_press_verdict,
@@ -41,11 +40,11 @@ def api(tmp_path_factory, influxd):
     assert r.status_code == 201, r.text
     st.run_id = r.json()["id"]
     st.sim = st.service.simulators["press-01"]
-    # on the press's clock the first two contacts come at ≈1.9 s and ≈6.5 s, the third not before
-    # 10.9 s (tests/integration/helpers.py); the run starts before the first
+    # on the press's clock the first two contacts come at ≈1.9 s and ≈6.5 s (tests/integration/helpers.py);
+    # the run starts before the first, and more blows follow every 4.6 s while the module runs
     assert st.sim.model.t < 1.8, "the run started after the first blow"
     while (page := http.get(f"/api/runs/{st.run_id}/cycles", headers=bearer(st.keys["qa"])).json())["total"] < 2:
-        assert st.sim.model.t < PRESS_THIRD_CONTACT_S - 0.5, "two blows were not filed in time"
+        assert st.sim.model.t < 60, "two blows were not filed in 60 s of the press's time"
         time.sleep(0.2)
     st.cycle_id = page["cycles"][0]["id"]
     st.http = http
