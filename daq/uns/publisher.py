@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
 
@@ -70,7 +71,8 @@ class MqttPublisher:
 
     def __init__(self, settings, bus: SampleBus, *, rigs: Mapping[str, Iterable[str]] | None = None,
                  units: Mapping[tuple[str, str], str] | None = None, version: str = __version__,
-                 subscription_max: int = 10_000, clock: Callable[[], float] = time.monotonic):
+                 subscription_max: int = 10_000, clock: Callable[[], float] = time.monotonic,
+                 bd_seq_file: Path | None = None):
         self.settings = settings
         self.topics = uns.Topics(settings.site, settings.node)
         self.client_id = settings.client_id or f"rigdaq-{settings.node}"
@@ -100,7 +102,8 @@ class MqttPublisher:
         self._last_pub_ns: dict[str, int] = {}  # rig → sample time of its last latest
         self._held: dict[str, float] = {}  # rig → wall time of its newest block not yet published
         self._fresh: dict[str, set[str]] = {}  # rig → devices with values since its last latest
-        self.sparkplug = SparkplugEdge(settings, dropped=self.dropped) if settings.sparkplug else None
+        self.sparkplug = (SparkplugEdge(settings, dropped=self.dropped, bd_seq_file=bd_seq_file)
+                          if settings.sparkplug else None)
         for rig, devices in (rigs or {}).items():
             self._devices[rig] = {d: {"state": "unknown", "t_ns": None, "message": "", "reason": ""} for d in devices}
             self._rig_state(rig, time.time_ns())
@@ -111,6 +114,7 @@ class MqttPublisher:
         """The publisher of a service's :class:`daq.config.Settings` (its ``mqtt`` and rigs)."""
         rigs = {r.name: [d.name for d in r.devices] for r in settings.rigs}
         units = {(r.name, ch): u for r in settings.rigs for d in r.devices for ch, u in d.channel_units().items()}
+        kw.setdefault("bd_seq_file", settings.data_dir / "sparkplug_bdseq")  # kept across restarts
         return cls(settings.mqtt, bus, rigs=rigs, units=units, **kw)
 
     # -- bus side: synchronous, never waits ---------------------------------------------------

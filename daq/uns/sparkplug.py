@@ -33,6 +33,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import aiomqtt
 
@@ -156,16 +157,16 @@ def _ms(t_ns: int) -> int:
 class EdgeNode:
     """The payloads of one edge node and what its current session has said (no network here)."""
 
-    def __init__(self, group: str, node: str):
+    def __init__(self, group: str, node: str, last_bd_seq: int = -1):
         self.group = check_id(group, "group")
         self.node = check_id(node, "edge node")
         self.seq = Seq()
-        self.bd_seq = -1  # no session yet
+        self.bd_seq = last_bd_seq  # the last session's (an earlier process's, if kept); -1: none yet
         self.aliases: dict[tuple[str, str], int] = {}  # (device, metric) → alias, for the process's life
         self.born: dict[str, dict[str, int]] = {}  # device → metric → datatype, in this session
 
     def new_session(self) -> int:
-        """The next connection's bdSeq (0 first, then +1 mod 256); nothing is born in it yet."""
+        """The next connection's bdSeq (the last one + 1 mod 256, 0 first); nothing is born in it yet."""
         self.bd_seq = (self.bd_seq + 1) % 256
         self.born.clear()
         return self.bd_seq
@@ -255,9 +256,11 @@ class SparkplugEdge:
     """
 
     def __init__(self, settings, *, dropped: dict[str, int] | None = None, queue_max: int | None = None,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):
+                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+                 bd_seq_file: Path | None = None):
         self.settings = settings
-        self.edge = EdgeNode(settings.sparkplug_group, settings.node)
+        self.bd_seq_file = bd_seq_file
+        self.edge = EdgeNode(settings.sparkplug_group, settings.node, self._last_bd_seq())
         self.client_id = f"{settings.client_id or 'rigdaq-' + settings.node}-spb"
         self.status = LinkStatus("sparkplug")
         self.dropped = dropped if dropped is not None else {}
@@ -321,8 +324,38 @@ class SparkplugEdge:
             except TimeoutError:
                 log.warning("sparkplug: could not publish NDEATH within %.1f s", timeout_s)
 
+    def _last_bd_seq(self) -> int:
+        """The bdSeq of the last session an earlier process of this node began (-1: none kept).
+
+        Kept so that a restarted node's first NBIRTH does not repeat the bdSeq of the session
+        whose NDEATH the broker may still deliver (a kill -9): a host application pairs an
+        NDEATH with the NBIRTH of the same bdSeq, and would take the old death for the new session.
+        """
+        if self.bd_seq_file is None:
+            return -1
+        try:
+            value = int(self.bd_seq_file.read_text().strip())
+        except FileNotFoundError:
+            return -1
+        except (OSError, ValueError) as e:
+            log.warning("sparkplug: %s is unreadable (%s); bdSeq starts at 0", self.bd_seq_file, e)
+            return -1
+        return value if 0 <= value < 256 else -1
+
+    def _keep_bd_seq(self, bd_seq: int) -> None:
+        """Write the session's bdSeq before its CONNECT carries it (atomically: a kill leaves one or the other)."""
+        if self.bd_seq_file is None:
+            return
+        tmp = self.bd_seq_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(f"{bd_seq}\n")
+            tmp.replace(self.bd_seq_file)
+        except OSError as e:
+            log.warning("sparkplug: cannot keep bdSeq in %s (%s)", self.bd_seq_file, e)
+
     async def _session(self) -> None:
         bd_seq = self.edge.new_session()
+        await asyncio.to_thread(self._keep_bd_seq, bd_seq)
         will_topic, will_payload = self.edge.ndeath()
         client = make_client(self.settings, identifier=self.client_id,
                              will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=False))

@@ -475,6 +475,29 @@ async def test_sparkplug_rebirth_on_request_and_ndeath_on_clean_stop(mosquitto):
     assert bd == [0, 0, 0]  # … in the same session (same bdSeq), which the NDEATH closes
 
 
+async def test_sparkplug_bdseq_is_kept_across_restarts(mosquitto, tmp_path):
+    """A restarted node begins at the next bdSeq (its file), so the broker's late NDEATH of the
+    previous process (bdSeq k) never pairs with the new NBIRTH; after 255 comes 0 again."""
+    kept = tmp_path / "sparkplug_bdseq"
+    cfg = settings(mosquitto.port, sparkplug=True, sparkplug_group="g1")
+    async with Collector(mosquitto.port, "spBv1.0/#") as sub:
+        for start in range(3):
+            if start == 2:
+                kept.write_text("255\n")  # as a node that has restarted 255 times left it
+            pub = MqttPublisher(cfg, SampleBus(), units=UNITS, bd_seq_file=kept)
+            async with running(pub.run()):
+                await until(lambda n=start: sum("/NBIRTH/" in m.topic for m in sub.messages) == n + 1,
+                            what="NBIRTH")
+                await pub.stop()
+                await until(lambda n=start: sum("/NDEATH/" in m.topic for m in sub.messages) == n + 1,
+                            what="NDEATH on stop")
+    births = [decode_spb(m) for m in sub.messages if "/NBIRTH/" in m.topic]
+    deaths = [decode_spb(m) for m in sub.messages if "/NDEATH/" in m.topic]
+    bd = [[metric_value(m) for m in p.metrics if m.name == "bdSeq"] for p in births + deaths]
+    assert bd == [[0], [1], [0], [0], [1], [0]]
+    assert kept.read_text() == "0\n"
+
+
 # -- the service: [mqtt] wiring, health and /metrics -------------------------------------------------
 async def test_service_publishes_the_simulated_press(tmp_path, influxd, database, mosquitto):
     from prometheus_client import generate_latest
