@@ -7,6 +7,7 @@ While a run is active, its rig's samples, cycles and events carry its id as the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -14,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from daq.bus import SampleBus
 from daq.catalogue import Catalogue, CatalogueWriter, RunRow
+from daq.catalogue.notify import announce_run_change, is_postgres, listen_run_changes
 from daq.catalogue.store import RunError
 from daq.cycles import RunArtifact
 from daq.cycles.stage import SegmentationStage
@@ -92,12 +94,21 @@ class RunManager:
                                      part_number=part_number, lot=lot, serial=serial, notes=notes,
                                      extra=extra, started_by=started_by, config=run_config(self.rigs[rig]))
         self.active[rig] = run
+        await self._announce(rig)
         self.bus.publish(Event("run_start", f"run {run.id} started on {rig}", rig=rig,
                                fields={"run_id": run.id, "operator": operator, "part_number": part_number,
                                        "lot": lot, "serial": serial}))
         log.info("run %d started on %s (part %r, lot %r, operator %r)", run.id, rig, part_number, lot,
                  operator)
         return run
+
+    async def _announce(self, rig: str) -> None:
+        """Tell the other nodes of a PostgreSQL catalogue at once (:mod:`daq.catalogue.notify`); else they poll."""
+        try:
+            await self.writer.call(announce_run_change, self.catalogue, rig)
+        except Exception as e:  # the change is committed: the others find it by polling within a second
+            log.warning("runs: could not announce the change on %s (%s); other nodes see it within a second",
+                        rig, str(e).splitlines()[0] if str(e) else type(e).__name__)
 
     async def _stop(self, run_id: int) -> RunRow:
         run = await self.writer.call(self.catalogue.run, run_id)
@@ -109,6 +120,7 @@ class RunManager:
         if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
             await self._close(run.rig, run_id, end_ns)
         run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
+        await self._announce(run.rig)
         log.info("run %d stopped", run_id)
         return run
 
@@ -160,14 +172,27 @@ class RunManager:
                                                "serial": run.serial}))
 
     async def follow_forever(self, interval_s: float = 1.0) -> None:
-        """:meth:`follow` every ``interval_s`` until cancelled (for the supervisor).
+        """:meth:`follow` every ``interval_s``, and at once when another node announces a change, until cancelled.
 
         While the catalogue is unreachable there is nothing to follow: the run state stays as it
         was (the catalogue writer reports the outage) and following resumes when it is back.
         """
+        changed = asyncio.Event()
+        listener = (asyncio.create_task(listen_run_changes(self.catalogue.url, changed), name="runs-listen")
+                    if is_postgres(self.catalogue.url) else None)
+        try:
+            await self._follow_loop(interval_s, changed)
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    async def _follow_loop(self, interval_s: float, changed: asyncio.Event) -> None:
         away = False
         while True:
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):  # a change another node announced, or the poll's interval
+                await asyncio.wait_for(changed.wait(), interval_s)
+            changed.clear()
             try:
                 await self.follow()
             except OperationalError as e:

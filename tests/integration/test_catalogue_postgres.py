@@ -243,6 +243,47 @@ async def test_two_run_managers_race_one_wins(url, opened):
             w.close()
 
 
+async def test_a_run_started_on_one_node_reaches_the_other_by_notification(postgres_url, tmp_path):
+    """On PostgreSQL the node that starts or stops a run announces it (NOTIFY): the node acquiring
+    the rig follows at once. Its poll is set to an hour here, so only the notification can have done it."""
+    rig = SimpleNamespace(kind="screw_press", description="", limit_dicts=lambda: {})
+    cats = [Catalogue(postgres_url) for _ in range(2)]
+    buses = [SampleBus() for _ in range(2)]
+    writers = [CatalogueWriter(c, b.subscribe("catalogue")) for c, b in zip(cats, buses, strict=True)]
+    api_node, agent = (RunManager(c, w, b, None, {"press-01": rig})
+                       for c, w, b in zip(cats, writers, buses, strict=True))
+    seen = buses[1].subscribe("test")
+    follower = asyncio.create_task(agent.follow_forever(interval_s=3600.0))
+
+    async def until(cond, what):
+        for _ in range(400):
+            if cond():
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"{what} did not happen in 10 s")
+
+    try:
+        await asyncio.sleep(0.5)  # the listener is connected (it follows once on connecting)
+        run = await api_node.start("press-01", operator="Ann")
+        await until(lambda: "press-01" in agent.active, "the agent taking the run")
+        assert agent.active["press-01"].id == run.id and agent.active["press-01"].operator == "Ann"
+        await api_node.stop(run.id)
+        await until(lambda: "press-01" not in agent.active, "the agent closing the run")
+        events = []
+        while not seen.queue.empty():
+            item = seen.queue.get_nowait()
+            if getattr(item, "kind", "") in ("run_start", "run_stop"):
+                events.append((item.kind, item.fields["run_id"]))
+        assert events == [("run_start", run.id), ("run_stop", run.id)]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        for w in writers:
+            w.close()
+        for c in cats:
+            c.close()
+
+
 # -- API keys -------------------------------------------------------------------------------------
 def test_a_key_made_through_one_catalogue_is_accepted_by_another(url, opened):
     made, checked = KeyStore(opened()), KeyStore(opened())
