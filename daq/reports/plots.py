@@ -39,31 +39,37 @@ def cycle_plot(row: dict, rig, t_ns: np.ndarray, chans: dict[str, np.ndarray]) -
     return _png(fig)
 
 
-def imr_chart(values: list[float], limits: dict, flagged: set[int], metric: str) -> bytes:
-    """Individuals and moving-range chart with control limits; Nelson-rule points in red."""
+def control_chart_png(spc: dict) -> bytes:
+    """A certificate's control chart (its ``spc`` section): the location chart over the spread chart.
+
+    Individuals or subgroup means against the first cycle number of each point, with the
+    centre line and control limits; points a Nelson rule flags in red. At most a hundred or so
+    points whatever the run's length (see :func:`analysis.spc.control_chart`).
+    """
     fig = Figure(figsize=(8, 5))
-    x = np.arange(1, len(values) + 1)
-    v = np.asarray(values, dtype=float)
+    n = spc["subgroup_size"]
+    v = np.asarray(spc["individuals"] if n == 1 else spc["means"], dtype=float)
+    x = np.asarray(spc["first_cycle_no"], dtype=float)
     ax = fig.add_subplot(2, 1, 1)
     ax.plot(x, v, "-o", ms=3, lw=0.8, color="tab:blue")
+    flagged = sorted({f["point"] for f in spc["flags"]})
     if flagged:
-        idx = np.array(sorted(flagged))
-        ax.plot(x[idx], v[idx], "o", ms=6, color="tab:red", label="Nelson rule")
+        ax.plot(x[flagged], v[flagged], "o", ms=6, color="tab:red", label="Nelson rule")
         ax.legend(loc="upper right", fontsize=8)
     for key, style in (("center", "-"), ("ucl", "--"), ("lcl", "--")):
-        if limits.get(key) is not None:
-            ax.axhline(limits[key], ls=style, color="gray", lw=0.8)
-    ax.set_ylabel(metric)
+        ax.axhline(spc[key], ls=style, color="gray", lw=0.8)
+    ax.set_ylabel(spc["metric"] if n == 1 else f"mean of {n}: {spc['metric']}", fontsize=8)
     ax2 = fig.add_subplot(2, 1, 2, sharex=ax)
-    mr = np.abs(np.diff(v))
-    ax2.plot(x[1:], mr, "-o", ms=3, lw=0.8, color="tab:purple")
-    if limits.get("mr_ucl") is not None:
-        ax2.axhline(limits["mr_ucl"], ls="--", color="gray", lw=0.8)
-    if limits.get("mr_center") is not None:
-        ax2.axhline(limits["mr_center"], ls="-", color="gray", lw=0.8)
-    ax2.set_ylabel("moving range")
-    ax2.set_xlabel("cycle")
+    sp = spc["spread"]
+    xs = x[1:] if n == 1 else x
+    ax2.plot(xs, np.asarray(sp["values"], dtype=float), "-o", ms=3, lw=0.8, color="tab:purple")
+    for key, style in (("center", "-"), ("ucl", "--"), ("lcl", "--")):
+        if sp[key]:
+            ax2.axhline(sp[key], ls=style, color="gray", lw=0.8)
+    ax2.set_ylabel(sp["name"], fontsize=8)
+    ax2.set_xlabel("cycle" if n == 1 else f"first cycle of each subgroup of {n}")
     for a in fig.axes:
         a.grid(True, alpha=0.3)
-    fig.suptitle(f"I-MR chart: {metric}", fontsize=11)
+    title = {"I-MR": "I-MR chart", "Xbar-R": "X̄–R chart", "Xbar-S": "X̄–S chart"}[spc["chart"]]
+    fig.suptitle(f"{title}: {spc['metric']}", fontsize=11)
     return _png(fig)

@@ -56,7 +56,8 @@ def run_dict(r: RunRow) -> dict:
     return {"id": r.id, "rig": r.rig, "active": r.active, "started": iso(r.started_ns), "stopped": iso(r.stopped_ns),
             "started_ns": r.started_ns, "stopped_ns": r.stopped_ns, "operator": r.operator,
             "part_number": r.part_number, "lot": r.lot, "serial": r.serial, "notes": r.notes,
-            "extra": r.extra or {}, "started_by": r.started_by}
+            "extra": r.extra or {}, "started_by": r.started_by,
+            **{k: getattr(r, k) for k in ("revision", "supersedes") if hasattr(r, k)}}
 
 
 def artifact_dict(a: dict) -> dict:
@@ -72,3 +73,18 @@ def sweep(cycle_rows: list[dict]) -> list[dict]:
     """
     kind = known_kind(cycle_rows[0]["kind"]) if cycle_rows else None
     return kind.sweep(cycle_rows) if kind is not None else []
+
+
+def run_sweep(catalogue, run: RunRow) -> list[dict]:
+    """A run's sweep table (:func:`sweep`), its cycles read page by page.
+
+    No cycle is read for a kind without such a table (a press run of any length costs one
+    small query at most).
+    """
+    kind = known_kind((run.config or {}).get("kind"))
+    if kind is None:
+        _, first = catalogue.cycles_of_run(run.id, 1, 0)
+        kind = known_kind(first[0]["kind"]) if first else None
+    if kind is None or type(kind).sweep is RigKind.sweep:
+        return []
+    return kind.sweep([cycle_dict(r) for r in catalogue.iter_cycles_of_run(run.id)])
