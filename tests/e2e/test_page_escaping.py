@@ -45,7 +45,7 @@ def running(tmp_path_factory, influxd):
 def _live_page(running, browser):
     page = signed_in_page(running, browser)
     card = page.locator("#rig-press-01")
-    expect(card.locator('[data-channel="sample"] .val')).to_be_visible(timeout=10_000)  # the feed is live
+    expect(card.locator('.keys [data-channel="force"] .val')).not_to_have_text("—", timeout=10_000)  # the feed is live
     deadline = time.monotonic() + 10
     while not running.service.feed.clients.get("press-01") and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -22,9 +22,10 @@ def test_the_api_node_page_shows_both_lines_live_through_mqtt(plant, browser):
     ctx.add_cookies([{"name": "rigdaq_key", "value": plant.key, "url": base}])
     page = ctx.new_page()
     assert page.goto(base + "/").status == 200
-    for rig, channel in (("press-01", "sample"), ("srm-01", "speed")):
-        value = page.locator(f'#rig-{rig} [data-channel="{channel}"] .val')
+    for rig, channel in (("press-01", "flywheel_speed"), ("srm-01", "speed")):
+        value = page.locator(f'#rig-{rig} .keys [data-channel="{channel}"] .val')  # a key value, shown large
         expect(value).to_be_visible(timeout=60_000)
+        expect(value).not_to_have_text("—", timeout=60_000)
         first = value.inner_text()
         expect(value).not_to_have_text(first, timeout=20_000)  # it moves: fed live from the broker
     # a blow analysed on line 1's agent reaches the page through MQTT

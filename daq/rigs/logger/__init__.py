@@ -29,6 +29,7 @@ class Logger(RigKind):
     method = ("Continuous logging; per run, device and channel: count, min, max, mean, population standard "
               "deviation and time span of the valid samples (quality good, finite), with a SHA-256 of the "
               "run's stored samples per channel and device.")
+    trend_span_s = 120.0  # chambers and power meters change over minutes
 
     def tracker_for(self, rig):
         """Every logger rig gets a run summary, whatever its devices carry."""

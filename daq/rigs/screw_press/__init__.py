@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import numpy as np
 
-from daq.rigs.kind import RigKind
+from daq.rigs.kind import Lamp, Line, RigKind
 from daq.rigs.screw_press.schema import PressRig
 from daq.rigs.screw_press.tracker import PressCycleTracker, press_envelope, press_params, press_tracker
 
@@ -43,6 +44,24 @@ class ScrewPress(RigKind):
     method = ("Blows cut from the force stream (contact threshold with hysteresis); metrics per "
               "rigdaq analysis.press: peak force, forming energy (integral of force over ram travel), "
               "impact velocity (Savitzky–Golay), blow energy ½Jω²+½mv², efficiency, contact time.")
+    key_channels = ("force", "position", "flywheel_speed")
+    key_metrics: ClassVar[dict[str, tuple[str, str]]] = {"peak_force_kN": ("last blow: peak force", "kN"),
+                   "blow_energy_kJ": ("last blow: blow energy", "kJ"),
+                   "forming_energy_kJ": ("last blow: forming energy", "kJ")}
+    state_channels: ClassVar[dict[str, Lamp]] = {"state_running": Lamp("running"), "state_contact": Lamp("contact"),
+                      "state_return": Lamp("return stroke"), "state_fault": Lamp("fault", "bad"),
+                      "lube_pump_running": Lamp("lube pump", "ok")}
+    diagnostic_channels = ("sample", "plc_tick", "blow_count", "motor_energy")  # counters since power-on
+    trends = (("force",), ("position",), ("flywheel_speed",))
+    channel_limits: ClassVar[dict[str, str]] = {"force": "peak_force_kN"}
+
+    def reference_lines(self, rig):
+        """The peak force's limits on force, the blow speed set-point, the die face on the ram position."""
+        out = super().reference_lines(rig)
+        p = rig.parameters
+        out.setdefault("flywheel_speed", []).append(Line("blow speed", "setpoint", value=p.blow_speed_rpm))
+        out.setdefault("position", []).append(Line("die face", "reference", value=p.stroke_mm))
+        return out
 
     def tracker(self, rig, device):
         return press_tracker(rig, device)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
-from daq.rigs.kind import RigKind
+from daq.rigs.kind import Lamp, RigKind
 from daq.rigs.srm_rig.schema import SrmRig
 from daq.rigs.srm_rig.tracker import SrmStepTracker, srm_params, srm_tracker
 
@@ -47,6 +48,16 @@ class SrmTestRig(RigKind):
     method = ("Test steps cut at step changes after a settle time, steady window of whole revolutions; "
               "metrics per rigdaq analysis.srm: mean torque and ripple, mechanical and electrical power, "
               "efficiency, phase RMS currents, copper loss, ripple frequency (Welch).")
+    key_channels = ("speed", "torque", "step", "speed_setpoint", "torque_setpoint")
+    key_metrics: ClassVar[dict[str, tuple[str, str]]] = {
+        "efficiency": ("last step: efficiency", ""), "mean_torque_Nm": ("last step: mean torque", "N·m")}
+    state_channels: ClassVar[dict[str, Lamp]] = {
+        "state": Lamp("controller", values=((0, "idle", "off"), (1, "ramp", "active"), (2, "hold", "ok"),
+                                            (3, "locked rotor", "active"), (4, "sequence done", "ok"))),
+        "sequence_running": Lamp("sequence running")}
+    diagnostic_channels = ("sample", "command")
+    trends = (("speed",), ("torque",))
+    setpoint_channels: ClassVar[dict[str, str]] = {"speed": "speed_setpoint", "torque": "torque_setpoint"}
 
     def tracker(self, rig, device):
         return srm_tracker(rig, device)
