@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from api.auth import COOKIE, identify
-from api.routes import cycles, health, keys, live, metrics, rigs, runs
+from api.routes import alarms, audit, cycles, health, keys, live, metrics, rigs, runs, signatures
+from api.routes import export as run_export
 from daq import __version__
 from daq.config import Settings
 from daq.service import Service
@@ -19,6 +20,8 @@ from daq.service import Service
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
+#: what /static/<name> serves (scripts, styles, images; the pages themselves only through "/")
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
 
 
 def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
@@ -45,10 +48,12 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.state.service = service
     # an acquisition agent (daq agent) serves only its health and metrics; daq run and daq api serve all
     agent = service.role == "agent"
-    routers = (health, metrics) if agent else (health, rigs, live, runs, cycles, keys, metrics)
+    routers = (health, metrics) if agent else (health, rigs, live, runs, cycles, keys, metrics, alarms,
+                                               signatures, audit, run_export)
     for r in routers:
         app.include_router(r.router)
     app.state.metrics = metrics.registry_for(service)
+    app.state.metrics.register(alarms.AlarmCollector(service))
 
     @app.exception_handler(RequestValidationError)
     async def _bad_input(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -78,5 +83,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
         if who is None:
             return FileResponse(STATIC / "login.html", status_code=401)
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static_asset(name: str) -> FileResponse:
+        """The page's scripts and styles (api/static, no subfolders): served without a key, they hold no data."""
+        path = STATIC / name
+        if Path(name).name != name or path.suffix not in STATIC_TYPES or not path.is_file():
+            raise HTTPException(404, f"no static asset {name!r}")
+        return FileResponse(path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
 
     return app

@@ -6,7 +6,7 @@ API and in a report.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from daq.catalogue import RunRow
 from daq.reports.records import artifact_dict, cycle_dict, run_dict
@@ -91,6 +91,9 @@ class RunOut(BaseModel):
     notes: str
     extra: dict
     started_by: str
+    revision: int = Field(default=1, description="the run's revision (1: never revised)")
+    supersedes: int | None = Field(default=None, description="the revision this one replaced")
+    approved: bool = Field(default=False, description="its revision's certificate is approved: locked")
     cycles: int | None = None
     ok: int | None = None
     nok: int | None = None
@@ -98,13 +101,14 @@ class RunOut(BaseModel):
     sweep: list[SweepRow] | None = None
 
 
-def run_out(r: RunRow, cycle_rows: list[dict] | None = None, artifacts: list[dict] | None = None,
+def run_out(r: RunRow, counts: dict[str, int] | None = None, artifacts: list[dict] | None = None,
             sweep: list[SweepRow] | None = None) -> RunOut:
-    """A run for the API; counts only when its cycles are given."""
+    """A run for the API; cycle counts only when given (verdict → count, :meth:`Catalogue.verdict_counts`)."""
     out = RunOut(**run_dict(r))
-    if cycle_rows is not None:
-        out.cycles = len(cycle_rows)
-        out.ok = sum(1 for c in cycle_rows if c["verdict"] == "ok")
+    out.revision, out.supersedes, out.approved = r.revision, r.supersedes, r.approved
+    if counts is not None:
+        out.cycles = sum(counts.values())
+        out.ok = counts.get("ok", 0)
         out.nok = out.cycles - out.ok
     if artifacts is not None:
         out.artifacts = [Artifact(**artifact_dict(a)) for a in artifacts]

@@ -319,6 +319,16 @@ def _catalogue(args):
         return None, None
 
 
+def _cli_actor() -> str:
+    """Who runs this command, for the audit trail: ``cli:<user>``."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
 def cmd_keys(args) -> int:
     """Create, list and revoke API keys (stored hashed in the catalogue)."""
     from daq.catalogue.keys import KeyStore
@@ -331,7 +341,7 @@ def cmd_keys(args) -> int:
     try:
         if args.action == "create":
             try:
-                key, info = store.create(args.name, args.role)
+                key, info = store.create(args.name, args.role, _cli_actor())
             except ValueError as e:
                 print(f"rigdaq: {e}", file=sys.stderr)
                 return EXIT_CONFIG
@@ -344,7 +354,7 @@ def cmd_keys(args) -> int:
                 print(f"{k['id']:4d}  {k['role']:9s} rdq_{k['prefix']}_…  {k['name']}  "
                       f"created {iso(k['created_ns'])}  {state}")
         else:
-            if not store.revoke(args.id):
+            if not store.revoke(args.id, _cli_actor()):
                 print(f"rigdaq: no active key {args.id}", file=sys.stderr)
                 return 1
             print(f"key {args.id} revoked")
@@ -354,31 +364,116 @@ def cmd_keys(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Write a run's certification report from the catalogue."""
-    from daq.reports.certificate import RENDER, ReportError, build_report
+    """Write a run's certification report from the catalogue (rendered here, as the API's worker renders it)."""
+    import os
+    import shutil
+
+    from daq.reports.certificate import ReportError
+    from daq.reports.worker import render_report
 
     settings, cat = _catalogue(args)
     if cat is None:
         return EXIT_CONFIG
+    to_stdout = args.output == "-"
+    where = None if to_stdout else str(Path(args.output).resolve().parent)
     try:
-        content = build_report(cat, args.run_id, {r.name: r for r in settings.rigs})
+        done = render_report(cat, args.run_id, args.format, {r.name: r for r in settings.rigs}, where)
     except ReportError as e:
         print(f"rigdaq: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the output's directory is missing or not writable
+        print(f"rigdaq: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+        return 1
     finally:
         cat.close()
-    data = RENDER[args.format][0](content)
     try:
-        if args.output == "-":
-            sys.stdout.buffer.write(data)
+        if to_stdout:
+            with open(done.path, "rb") as f:
+                shutil.copyfileobj(f, sys.stdout.buffer)
         else:
-            Path(args.output).write_bytes(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(done.path, 0o666 & ~umask)  # as any file written here (the temporary one is 0600)
+            os.replace(done.path, args.output)
     except OSError as e:
         print(f"rigdaq: cannot write {args.output}: {e.strerror}", file=sys.stderr)
         return 1
-    if args.output != "-":
-        print(f"{content['certificate_number']}: {args.format} written to {args.output} "
-              f"(content sha256 {content['content_sha256']})", file=sys.stderr)
+    finally:
+        if os.path.exists(done.path):
+            os.unlink(done.path)
+    if not to_stdout:
+        print(f"{done.certificate_number}: {args.format} written to {args.output} "
+              f"(content sha256 {done.content_sha256})", file=sys.stderr)
+    return 0
+
+
+def cmd_sign(args) -> int:
+    """Approve or reject a stopped run's certificate (an electronic signature; the key is the credential)."""
+    from daq.catalogue.keys import KeyStore
+    from daq.catalogue.signatures import SigningError, sign_run
+
+    key = args.key or os.environ.get("RIGDAQ_KEY") or os.environ.get("RIGDAQ_API_KEY", "")
+    if not key:
+        print("rigdaq: signing needs your API key (qa or admin): --key KEY or RIGDAQ_KEY", file=sys.stderr)
+        return EXIT_CONFIG
+    args.config = args.config_file or args.config
+    settings, cat = _catalogue(args)
+    if cat is None:
+        return EXIT_CONFIG
+    try:
+        sig = sign_run(cat, KeyStore(cat), args.run_id, key=key, meaning=args.meaning, reason=args.reason,
+                       reviewed_sha256=args.reviewed, rigs={r.name: r for r in settings.rigs}, actor=_cli_actor())
+    except SigningError as e:
+        print(f"rigdaq: run {args.run_id} not signed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cat.close()
+    print(f"run {sig['run_id']} revision {sig['revision']}: {sig['meaning']} by {sig['signer']} ({sig['role']}) "
+          f"at {sig['signed_at']}, certificate content sha256 {sig['content_sha256']}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    """Check the audit trail's hash chain: exit 0 intact, 1 naming the first broken entry."""
+    from daq.catalogue.audit import AuditTrail
+
+    args.config = args.config_file or args.config
+    _, cat = _catalogue(args)
+    if cat is None:
+        return EXIT_CONFIG
+    try:
+        res = AuditTrail(cat).verify()
+    finally:
+        cat.close()
+    if res.ok:
+        print(f"audit trail intact: {res.entries} entries, head sha256 {res.head_sha256}")
+        return 0
+    print(f"rigdaq: audit trail BROKEN at entry {res.first_broken} ({res.kind}): {res.reason}", file=sys.stderr)
+    return 1
+
+
+def cmd_export(args) -> int:
+    """Write every channel of a run, with units, metadata and cycles, as HDF5, TDMS, MDF4, Parquet or CSV."""
+    from daq.export import ExportError, export_run, plan_for
+
+    args.config = args.config_file or args.config
+    settings, cat = _catalogue(args)
+    if cat is None:
+        return EXIT_CONFIG
+    try:
+        plan = plan_for(settings, args.run_id, args.format, args.output)
+        summary = export_run(plan, cat)
+    except ExportError as e:
+        print(f"rigdaq: {e}", file=sys.stderr)
+        return EXIT_CONFIG if e.status in (409, 422) else 1
+    except OSError as e:
+        print(f"rigdaq: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    finally:
+        cat.close()
+    samples = ", ".join(f"{d} {n}" for d, n in summary["samples"].items()) or "no samples"
+    print(f"run {args.run_id}: {args.format} written to {args.output} ({summary['bytes']} bytes; {samples}; "
+          f"{summary['cycles']} cycles)", file=sys.stderr)
     return 0
 
 
@@ -469,6 +564,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="file to write ('-' for stdout)")
     p.add_argument("--config", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("sign", help="approve or reject a stopped run's certificate (electronic signature)")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--meaning", required=True, choices=["approved", "rejected"])
+    p.add_argument("--reason", required=True, help="why (required, shown with the signature)")
+    p.add_argument("--reviewed", default=None, metavar="SHA256",
+                   help="the certificate content sha256 you reviewed: refused if it changed since")
+    p.add_argument("--key", default=None, help="your API key, qa or admin (default: $RIGDAQ_KEY)")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+    p.set_defaults(func=cmd_sign)
+    p = sub.add_parser("audit", help="the audit trail: verify its hash chain")
+    aus = p.add_subparsers(dest="action", required=True)
+    a = aus.add_parser("verify", help="exit 0 if intact, 1 naming the first altered, deleted or inserted entry")
+    a.add_argument("--config", default=DEFAULT_CONFIG)
+    a.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+    p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("export", help="write a run's samples, units, metadata and cycles for engineers' tools")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--format", required=True, choices=["hdf5", "tdms", "mdf4", "parquet", "csv"],
+                   help="hdf5 (h5py, MATLAB), tdms (DIAdem, LabVIEW), mdf4 (asammdf, CANape), parquet (pandas), csv")
+    p.add_argument("-o", "--output", required=True, help="file to write")
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("runs", help="start, stop or list runs on the running service")
     rs = p.add_subparsers(dest="action", required=True)
     r = rs.add_parser("start", help="start a run with its metadata")

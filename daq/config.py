@@ -16,6 +16,7 @@ from urllib.parse import urlparse, urlsplit
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from daq.acquisition.transports import TRANSPORTS, device_schema, transport_of
+from daq.calibration import Instrument, check_instruments
 from daq.schema import Limit, Name, SimulationSettings, Strict
 from daq.uns.topics import check_level, default_node
 
@@ -31,6 +32,10 @@ class RigBase(Strict):
     devices: list[device_schema()] = Field(min_length=1)  # type: ignore[valid-type]
     simulation: SimulationSettings = SimulationSettings()
     limits: dict[str, Limit] = Field(default_factory=dict, description="metric → acceptance limits")
+    instruments: list[Instrument] = Field(default_factory=list, description="the sensors behind the channels, "
+                                          "with their calibration (daq.calibration)")
+    calibration_policy: Literal["refuse", "warn"] = Field(
+        default="refuse", description="a run on an overdue calibration: refused (409), or started with a warning")
     METRICS: ClassVar[tuple[str, ...]] = ()
 
     @field_validator("limits")
@@ -58,6 +63,9 @@ class RigBase(Strict):
         for f in self.simulation.faults:
             if f.device not in names:
                 raise ValueError(f"simulation.faults: no device {f.device!r}; devices: {', '.join(names)}")
+        problems = check_instruments(self.instruments, self.devices)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -234,6 +242,29 @@ class MqttSettings(Strict):
         return v
 
 
+class AlarmSettings(Strict):
+    """Alarms (:mod:`daq.alarms`): an optional webhook told of new alarms."""
+
+    webhook_url: str | None = Field(default=None, description="POSTed a JSON body for each new alarm of at "
+                                    "least webhook_min_priority")
+    webhook_min_priority: Literal["high", "medium", "low"] = "high"
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_queue_max: int = Field(default=1000, ge=1, le=100_000,
+                                   description="alarms waiting for the webhook; beyond, new ones are dropped")
+    webhook_retries: int = Field(default=5, ge=0, le=100, description="retries of a failed POST (backoff 0.5 s "
+                                 "doubling, at most 30 s)")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"must be an http(s) URL like https://hooks.example.com/rigdaq (got {v!r})")
+        return v
+
+
 class ServiceSettings(Strict):
     """The service file (``configs/demo.toml``)."""
 
@@ -251,6 +282,7 @@ class ServiceFile(Strict):
     catalogue: CatalogueSettings = CatalogueSettings()
     auth: AuthSettings = AuthSettings()
     mqtt: MqttSettings | None = None
+    alarms: AlarmSettings = AlarmSettings()
 
 
 class Settings(BaseModel):
@@ -263,6 +295,7 @@ class Settings(BaseModel):
     catalogue: CatalogueSettings = CatalogueSettings()
     auth: AuthSettings = AuthSettings()
     mqtt: MqttSettings | None = None
+    alarms: AlarmSettings = AlarmSettings()
     rigs: list[Rig]
 
     @property
@@ -388,4 +421,5 @@ def load_settings(path: str | Path) -> Settings:
     if problems:
         raise ConfigError(problems)
     return Settings(path=path, service=top.service, api=top.api, storage=top.storage,
-                    catalogue=top.catalogue, auth=top.auth, mqtt=top.mqtt, rigs=rigs)
+                    catalogue=top.catalogue, auth=top.auth, mqtt=top.mqtt, alarms=top.alarms,
+                    rigs=rigs)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 
 from daq import __version__
+from daq.calibration import today_utc
+from daq.calibration import warnings as calibration_warnings
 
 
 def health_view(service) -> dict:
@@ -79,4 +81,16 @@ def health_view(service) -> dict:
         "role": getattr(service, "role", "all"),
         "mqtt_live": (service.mqtt_source.health() if getattr(service, "mqtt_source", None) is not None
                       else None),
+        # calibrations due within 14 days or overdue (daq.calibration), and the alarms per state (daq.alarms)
+        "calibration": calibration_warnings(service.rigs.values(), today_utc()),
+        "alarms": alarm_counts(service),
     }
+
+
+def alarm_counts(service) -> dict:
+    """Alarms per state (all priorities), as the alarm stage last read them from the catalogue."""
+    from daq.alarms.model import STATES
+
+    stage = getattr(service, "alarms", None)
+    counts = stage.counts if stage is not None else {}
+    return {state: sum(n for (s, _), n in counts.items() if s == state) for state in STATES}

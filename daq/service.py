@@ -10,8 +10,11 @@ from collections import deque
 
 from daq import __version__
 from daq.acquisition.transports import Acquisition, BuildContext, ChannelWriter, transport_of
+from daq.alarms.stage import AlarmStage
+from daq.alarms.webhook import WebhookNotifier
 from daq.bus import SampleBus, Tagged
 from daq.catalogue import Catalogue, CatalogueWriter
+from daq.catalogue.audit import AuditTrail
 from daq.catalogue.keys import KeyStore
 from daq.catalogue.outbox import Outbox
 from daq.catalogue.runs import RunManager
@@ -32,6 +35,7 @@ from daq.supervisor import Supervisor
 from daq.tasks import cancel_and_wait
 from daq.uns.publisher import MqttPublisher
 from daq.uns.subscriber import MqttLiveSource
+from daq.uns.topics import default_node
 from drivers.sim.rig import RigSimulator
 
 log = logging.getLogger(__name__)
@@ -87,6 +91,8 @@ class Service:
         self.catalogue_writer: CatalogueWriter | None = None
         self.runs: RunManager | None = None
         self.keys: KeyStore | None = None
+        self.alarms: AlarmStage | None = None
+        self.alarm_webhook: WebhookNotifier | None = None
         self._writers: dict[str, ChannelWriter] = {}  # device → how to write its writable channels
         self.crash_state = CrashState(settings.data_dir / "service.state")
         self.clocks = ClockStore(settings.data_dir / "stream_clocks.json")
@@ -121,7 +127,42 @@ class Service:
             await self.runs.restore()
         self._tasks.append(self.supervisor.spawn("runs", lambda: self.runs.follow_forever(self.FOLLOW_RUNS_S)))
         self._tasks.append(self.supervisor.spawn("catalogue", self.catalogue_writer.run))
+        await self._audit_service("service_start")
         log.info("catalogue at %s", url)
+
+    async def _audit_service(self, action: str) -> None:
+        """Record this service's start or stop in the audit trail (role, node, version)."""
+        node = self.settings.mqtt.node if self.settings.mqtt else default_node()
+        try:
+            await self.catalogue_writer.call(AuditTrail(self.catalogue).append, "service", action, f"node {node}",
+                                             details={"role": self.role, "node": node, "version": __version__})
+        except Exception as e:  # the service runs on; the trail shows the gap as a missing start/stop
+            log.error("audit: cannot record %s: %s: %s", action, type(e).__name__, e)
+
+    def _start_alarms(self) -> None:
+        """The alarm stage (:mod:`daq.alarms`), filing through the catalogue writer, and the optional webhook.
+
+        An API node runs it for the alarm counts only (acquiring nodes raise and clear).
+        """
+        cfg = self.settings.alarms
+        acquiring = self.role != "api"
+        if cfg.webhook_url and acquiring:
+            self.alarm_webhook = WebhookNotifier(cfg.webhook_url, self.settings.service.name, cfg.webhook_min_priority,
+                                                 cfg.webhook_timeout_s, cfg.webhook_queue_max, cfg.webhook_retries)
+            self._tasks.append(self.supervisor.spawn("alarm webhook", self.alarm_webhook.run))
+        sub = self.bus.subscribe("alarms", maxsize=1000, accepts=(CycleResult,)) if acquiring else None
+        queue = self.catalogue_writer.sub.queue  # filed in order with cycles; in the outbox while it is away
+
+        def file(record) -> bool:
+            try:
+                queue.put_nowait(record)
+            except asyncio.QueueFull:
+                return False
+            return True
+
+        node = self.settings.mqtt.node if self.settings.mqtt else default_node()
+        self.alarms = AlarmStage(self, sub, file, node, self.alarm_webhook, sources=acquiring)
+        self._tasks.append(self.supervisor.spawn("alarms", self.alarms.run))
 
     async def _prepare_simulators(self) -> None:
         for rig in self.settings.rigs:
@@ -243,6 +284,7 @@ class Service:
             self.client = influx_client(cfg)
             self.storage_note = f"reads curves from InfluxDB at {masked_url(cfg.url)}"
         await self._start_catalogue()
+        self._start_alarms()
         self._tasks.append(self.supervisor.spawn("live feed", self.feed.run))
         if self.mqtt_source is not None:
             self.last_cycle = self.mqtt_source.last_cycle
@@ -266,6 +308,7 @@ class Service:
         if self.storage.central is not None:
             self._tasks.append(self.supervisor.spawn("rollup", self.storage.central.stage.run))
         await self._start_catalogue()
+        self._start_alarms()
         await self._start_simulators()  # a busy port fails here; the caller's stop() ends influxd
         self._live_sub = self.bus.subscribe("live", maxsize=1000)
         self._tasks.append(self.supervisor.spawn("live", self._follow_live))
@@ -292,6 +335,7 @@ class Service:
             log.warning("cannot keep the stream clocks' drift in %s: %s", self.clocks.path, e)
         if self.catalogue_writer is not None:
             await self.catalogue_writer.drain()
+            await self._audit_service("service_stop")
             self.catalogue_writer.close()
             self.catalogue.close()
         if self.writer is not None:

@@ -61,7 +61,7 @@ async def list_keys(service: ServiceDep, who: Admin) -> list[KeyOut]:
 async def create_key(body: KeyCreate, service: ServiceDep, who: Admin) -> NewKey:
     """A new key; the response is the only place the key itself ever appears."""
     try:
-        key, info = await asyncio.to_thread(_store(service).create, body.name, body.role)
+        key, info = await asyncio.to_thread(_store(service).create, body.name, body.role, who.name)
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
     return NewKey(id=info.id, name=info.name, role=info.role, prefix=key.split("_")[1],
@@ -71,5 +71,5 @@ async def create_key(body: KeyCreate, service: ServiceDep, who: Admin) -> NewKey
 @router.delete("/{key_id}", summary="Revoke a key", status_code=204)
 async def revoke_key(key_id: Annotated[int, Path(ge=1, le=2**62)], service: ServiceDep, who: Admin) -> None:
     """Revoke a key at once (404 if there is no such active key)."""
-    if not await asyncio.to_thread(_store(service).revoke, key_id):
+    if not await asyncio.to_thread(_store(service).revoke, key_id, who.name):
         raise HTTPException(404, f"no active key {key_id}")

@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 
 from api.auth import QA, Engineer, Operator
 from api.deps import ServiceDep, catalogue_of
-from api.views import CycleOut, RunOut, cycle_out, run_out, sweep_table
+from api.views import CycleOut, RunOut, SweepRow, cycle_out, run_out
 from daq.catalogue.runs import RunError
-from daq.reports.certificate import RENDER, ReportError, build_report
+from daq.reports.certificate import ReportError, rig_fallbacks
+from daq.reports.records import run_sweep
+from daq.reports.worker import WORKER, render_report, worker_can_open
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+
+@asynccontextmanager
+async def _report_worker(app):
+    """The report worker (started by the first report) ends with the app."""
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(WORKER.shutdown)
+
+
+router = APIRouter(prefix="/api/runs", tags=["runs"], lifespan=_report_worker)
 
 Text = Annotated[str, Field(max_length=200)]
 RunId = Annotated[int, Path(ge=1, le=2**62, description="run id")]
@@ -120,7 +136,7 @@ async def start_run(body: RunStart, service: ServiceDep, who: Engineer) -> RunOu
 async def stop_run(run_id: RunId, service: ServiceDep, who: Engineer) -> RunOut:
     """Stop an active run (409 if it was already stopped, 404 if there is none)."""
     try:
-        run = await _runs_or_503(service).stop(run_id)
+        run = await _runs_or_503(service).stop(run_id, by=who.name)
     except RunError as e:
         raise HTTPException(e.status, str(e)) from None
     return run_out(run)
@@ -149,9 +165,10 @@ async def get_run(run_id: RunId, service: ServiceDep, who: Operator) -> RunOut:
     run = await asyncio.to_thread(cat.run, run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id}")
-    _, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, 100_000, 0)
+    counts = await asyncio.to_thread(cat.verdict_counts, run_id)  # SELECT COUNT … GROUP BY verdict
     arts = await asyncio.to_thread(cat.artifacts_of_run, run_id)
-    return run_out(run, rows, arts, sweep_table(rows))
+    table = await asyncio.to_thread(run_sweep, cat, run)  # read in pages, and only for kinds that have one
+    return run_out(run, counts, arts, [SweepRow(**row) for row in table])
 
 
 @router.get("/{run_id}/cycles", summary="A run's cycles", response_model=CyclePage)
@@ -176,18 +193,34 @@ async def run_cycles(run_id: RunId, service: ServiceDep, who: QA,
 async def report(run_id: RunId, service: ServiceDep, who: QA,
                  format: Annotated[Literal["pdf", "json", "csv"], Query(description="pdf, json or csv")] = "pdf"
                  ) -> Response:
-    """Certificate for a run: traceability, method, limits, per-cycle table, capability.
+    """Certificate for a run: traceability, instruments, method, limits, per-cycle table, capability.
 
-    Also the I-MR chart with Nelson flags, the overall verdict, every cycle's samples
-    hash and the report's own content hash (header ``X-Content-SHA256``).
+    Also the control chart with Nelson flags and their expected false-alarm rate, the
+    overall verdict, every cycle's samples hash, the report's own content hash (header
+    ``X-Content-SHA256``) and the QA signatures. Rendered in a worker process of its own
+    (:mod:`daq.reports.worker`), so a long run's certificate never stalls acquisition or the
+    other API calls; the file is streamed from there.
     """
     cat = catalogue_of(service)
+    rigs = rig_fallbacks(service.rigs)
     try:
-        content = await asyncio.to_thread(build_report, cat, run_id, service.rigs)
+        if worker_can_open(cat.url):
+            done = await WORKER.render(cat.url, run_id, format, rigs)
+        else:  # an in-memory catalogue no other process can open
+            done = await asyncio.to_thread(render_report, cat, run_id, format, rigs)
     except ReportError as e:
         raise HTTPException(404, str(e)) from None
-    render, media = RENDER[format]
-    data = await asyncio.to_thread(render, content)
-    name = f"{content['certificate_number']}.{format}"
-    return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                                     "X-Content-SHA256": content["content_sha256"]})
+    except BrokenProcessPool:
+        raise HTTPException(503, "the report worker stopped while rendering; try again") from None
+    f = open(done.path, "rb")  # noqa: SIM115 (closed by the stream)
+    os.unlink(done.path)  # gone once sent (or the client leaves): nothing left behind in the temporary dir
+    size = os.fstat(f.fileno()).st_size
+
+    def stream():
+        with f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    return StreamingResponse(stream(), media_type=done.media_type,
+                             headers={"Content-Disposition": f'attachment; filename="{done.filename}"',
+                                      "Content-Length": str(size), "X-Content-SHA256": done.content_sha256})

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from daq.catalogue.audit import AuditTrail
 from daq.catalogue.store import Catalogue, api_keys
 
 ROLES = ("operator", "engineer", "qa", "admin")
@@ -66,17 +67,20 @@ class KeyStore:
         self.catalogue = catalogue
         self._cache: dict[bytes, tuple[KeyInfo, float]] = {}
 
-    def create(self, name: str, role: str) -> tuple[str, KeyInfo]:
-        """A new key: (the key, shown only now; its info)."""
+    def create(self, name: str, role: str, by: str = "service") -> tuple[str, KeyInfo]:
+        """A new key: (the key, shown only now; its info). ``by``: who created it (the audit trail's actor)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
         if not name.strip():
             raise ValueError("a key needs a name (who or what uses it)")
         prefix = secrets.token_hex(4)
         key = f"rdq_{prefix}_{secrets.token_urlsafe(24)}"
-        with self.catalogue.engine.begin() as c:
-            kid = c.execute(api_keys.insert().values(name=name, role=role, prefix=prefix, hash=hash_key(key),
+        digest = hash_key(key)
+        with self.catalogue.write_lock() as c:  # the key and its audit entry: both or neither
+            kid = c.execute(api_keys.insert().values(name=name, role=role, prefix=prefix, hash=digest,
                                                      created_ns=time.time_ns())).inserted_primary_key[0]
+            AuditTrail(self.catalogue).append(by, "key_created", f"key {kid}", conn=c,
+                                              after={"id": kid, "name": name, "role": role, "prefix": prefix})
         return key, KeyInfo(kid, name, role)
 
     def list(self) -> list[dict]:
@@ -87,11 +91,17 @@ class KeyStore:
                              .order_by(api_keys.c.id)).mappings().all()
         return [dict(r) for r in rows]
 
-    def revoke(self, key_id: int) -> bool:
-        """Revoke a key; False if there is no such active key."""
-        with self.catalogue.engine.begin() as c:
+    def revoke(self, key_id: int, by: str = "service") -> bool:
+        """Revoke a key; False if there is no such active key. ``by``: who revoked it (for the audit trail)."""
+        now = time.time_ns()
+        with self.catalogue.write_lock() as c:  # the revocation and its audit entry: both or neither
             n = c.execute(api_keys.update().where((api_keys.c.id == key_id) & api_keys.c.revoked_ns.is_(None))
-                          .values(revoked_ns=time.time_ns())).rowcount
+                          .values(revoked_ns=now)).rowcount
+            if n > 0:
+                row = c.execute(select(api_keys.c.name, api_keys.c.role).where(api_keys.c.id == key_id)).first()
+                AuditTrail(self.catalogue).append(by, "key_revoked", f"key {key_id}", conn=c,
+                                                  before={"revoked_ns": None}, after={"revoked_ns": now},
+                                                  details={"name": row.name, "role": row.role})
         self._cache.clear()
         return n > 0
 

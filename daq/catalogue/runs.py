@@ -14,7 +14,9 @@ import time
 from sqlalchemy.exc import OperationalError
 
 from daq.bus import SampleBus
+from daq.calibration import instruments_of, overdue, overdue_message, today_utc
 from daq.catalogue import Catalogue, CatalogueWriter, RunRow
+from daq.catalogue.audit import AuditTrail, record_run_start, run_metadata
 from daq.catalogue.notify import announce_run_change, is_postgres, listen_run_changes
 from daq.catalogue.store import RunError
 from daq.cycles import RunArtifact
@@ -26,9 +28,13 @@ log = logging.getLogger(__name__)
 __all__ = ["RunError", "RunManager", "run_config"]
 
 
-def run_config(rig) -> dict:
-    """What a run's results are judged by, kept with the run: limits, envelope, analysis settings."""
-    cfg = {"kind": rig.kind, "description": rig.description, "limits": rig.limit_dicts()}
+def run_config(rig, today=None) -> dict:
+    """What a run's results are judged by, kept with the run: limits, envelope, analysis settings.
+
+    Also the instruments of the rig with their calibration status on ``today`` (UTC; default: now).
+    """
+    cfg = {"kind": rig.kind, "description": rig.description, "limits": rig.limit_dicts(),
+           "instruments": instruments_of(rig, today or today_utc())}
     for part in ("segmentation", "parameters", "envelope"):  # whichever the rig's kind has
         value = getattr(rig, part, None)
         if value is not None:
@@ -73,10 +79,10 @@ class RunManager:
             return await self._start(rig, operator=operator, part_number=part_number, lot=lot, serial=serial,
                                      notes=notes, extra=extra, started_by=started_by)
 
-    async def stop(self, run_id: int) -> RunRow:
-        """Stop a run (stopping a stopped run is refused)."""
+    async def stop(self, run_id: int, by: str = "") -> RunRow:
+        """Stop a run (stopping a stopped run is refused); ``by``: who asked (for the audit trail)."""
         async with self._lock:
-            return await self._stop(run_id)
+            return await self._stop(run_id, by)
 
     async def follow(self) -> None:
         """Take runs started or stopped elsewhere (see :meth:`_follow`)."""
@@ -90,11 +96,19 @@ class RunManager:
             raise RunError(f"no rig {rig!r}; rigs are: {', '.join(sorted(self.rigs))}", 404)
         if rig in self.active and self.segmentation is not None:  # else the database decides (several nodes)
             raise RunError(f"run {self.active[rig].id} is still active on {rig}; stop it first")
+        today = today_utc()
+        warning = self._calibration(rig, today)
+        if warning:
+            extra = {**(extra or {}), "calibration_warning": warning}
         run = await self.writer.call(self.catalogue.start_run, rig, time.time_ns(), operator=operator,
                                      part_number=part_number, lot=lot, serial=serial, notes=notes,
-                                     extra=extra, started_by=started_by, config=run_config(self.rigs[rig]))
+                                     extra=extra, started_by=started_by, config=run_config(self.rigs[rig], today))
+        if warning:
+            self.bus.publish(Event("calibration_overdue", f"run {run.id}: {warning}", rig=rig, level="warning",
+                                   fields={"run_id": run.id}))
         self.active[rig] = run
         await self._announce(rig)
+        await self._audit(record_run_start, self.catalogue, run, started_by)
         self.bus.publish(Event("run_start", f"run {run.id} started on {rig}", rig=rig,
                                fields={"run_id": run.id, "operator": operator, "part_number": part_number,
                                        "lot": lot, "serial": serial}))
@@ -110,7 +124,25 @@ class RunManager:
             log.warning("runs: could not announce the change on %s (%s); other nodes see it within a second",
                         rig, str(e).splitlines()[0] if str(e) else type(e).__name__)
 
-    async def _stop(self, run_id: int) -> RunRow:
+    async def _audit(self, fn, *args, **kwargs) -> None:
+        """Append to the audit trail on the catalogue's thread (a failure is logged: the run goes on)."""
+        try:
+            await self.writer.call(fn, *args, **kwargs)
+        except Exception:
+            log.exception("audit: cannot record %s %s", getattr(fn, "__name__", fn), args[1:3])
+
+    def _calibration(self, rig: str, today) -> str:
+        """Refuse a run on an overdue calibration (409), or with ``calibration_policy = "warn"`` say why ("")."""
+        late = overdue(self.rigs[rig], today)
+        if not late:
+            return ""
+        msg = overdue_message(rig, late, today)
+        if getattr(self.rigs[rig], "calibration_policy", "refuse") != "warn":
+            raise RunError(f"{msg}; the run is refused (calibration_policy = \"refuse\")", 409)
+        log.warning("%s; the run starts anyway (calibration_policy = \"warn\")", msg)
+        return f"{msg}; started anyway (calibration_policy = \"warn\")"
+
+    async def _stop(self, run_id: int, by: str = "") -> RunRow:
         run = await self.writer.call(self.catalogue.run, run_id)
         if run is None:
             raise RunError(f"no run {run_id}", 404)
@@ -121,6 +153,8 @@ class RunManager:
             await self._close(run.rig, run_id, end_ns)
         run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
         await self._announce(run.rig)
+        await self._audit(AuditTrail(self.catalogue).append, by or "service", "run_stop", f"run {run_id}",
+                          details={"stopped_ns": run.stopped_ns, "metadata": run_metadata(run)})
         log.info("run %d stopped", run_id)
         return run
 

@@ -107,6 +107,8 @@ class CatalogueWriter:
                 item.id = await self.call(self.catalogue.file_cycle, item)
             elif isinstance(item, RunArtifact):
                 await self.call(self.catalogue.file_artifact, item)
+            elif hasattr(item, "file_into"):  # records that file themselves (alarms: daq.alarms.stage)
+                await self.call(item.file_into, self.catalogue)
             else:
                 return True
         except OperationalError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
 import httpx
@@ -20,6 +21,7 @@ from websockets.sync.client import connect
 
 from analysis.result import samples_hash
 from daq.reports.certificate import verify_content_hash
+from daq.reports.worker import WORKER
 from tests.integration.helpers import (
     bearer,
     check_press_metrics,
@@ -78,6 +80,7 @@ def _matrix(st):
         ("GET", "/", "/", None, "operator", 200),
         ("GET", "/api/rigs", "/api/rigs", None, "operator", 200),
         ("GET", "/api/rigs/{rig}/latest", "/api/rigs/press-01/latest", None, "operator", 200),
+        ("GET", "/api/rigs/{rig}/layout", "/api/rigs/press-01/layout", None, "operator", 200),
         ("GET", "/api/runs", "/api/runs", None, "operator", 200),
         ("GET", "/api/runs/{run_id}", f"/api/runs/{r}", None, "operator", 200),
         # a run is active on press-01
@@ -91,6 +94,19 @@ def _matrix(st):
         ("GET", "/api/keys", "/api/keys", None, "admin", 200),
         ("POST", "/api/keys", "/api/keys", {"name": "matrix", "role": "banana"}, "admin", 422),
         ("DELETE", "/api/keys/{key_id}", "/api/keys/999999", None, "admin", 404),
+        # sign-off (QA signatures, metadata edits, revisions) and the audit trail
+        ("POST", "/api/runs/{run_id}/signatures", "/api/runs/999999/signatures",
+         {"meaning": "approved", "reason": "matrix", "key": "rdq_00000000_x"}, "qa", 404),
+        ("GET", "/api/runs/{run_id}/signatures", f"/api/runs/{r}/signatures", None, "qa", 200),
+        ("PATCH", "/api/runs/{run_id}", "/api/runs/999999", {"lot": "x"}, "engineer", 404),
+        ("POST", "/api/runs/{run_id}/revisions", "/api/runs/999999/revisions", {"lot": "x", "reason": "m"},
+         "engineer", 404),
+        ("GET", "/api/runs/{run_id}/revisions", f"/api/runs/{r}/revisions", None, "qa", 200),
+        ("GET", "/api/audit", "/api/audit", None, "qa", 200),
+        ("GET", "/api/audit/verify", "/api/audit/verify", None, "qa", 200),
+        ("GET", "/api/alarms", "/api/alarms", None, "operator", 200),
+        ("POST", "/api/alarms/{alarm_id}/ack", "/api/alarms/999999/ack", {"comment": "seen"}, "operator", 404),
+        ("GET", "/api/runs/{run_id}/export", "/api/runs/999999/export?format=csv", None, "qa", 404),
     ]
 
 
@@ -208,7 +224,11 @@ def test_certification_report_pdf_json_csv(api):
     j = api.http.get(f"/api/runs/{api.run_id}/report", params={"format": "json"}, headers=h).json()
     assert verify_content_hash(j)
     assert j["run"]["part_number"] == "CRK-4411/B"
-    assert set(j["statistics"]) >= {"peak_force_kN", "efficiency"} and j["imr"]["metric"] == "peak_force_kN"
+    assert set(j["statistics"]) >= {"peak_force_kN", "efficiency"} and j["spc"]["metric"] == "peak_force_kN"
+    assert j["spc"]["chart"] == "I-MR"  # a short run: every blow charted
+    assert j["spc"]["individuals"] == [c["metrics"]["peak_force_kN"] for c in j["cycles"]]
+    stored = api.service.catalogue.run(api.run_id).config["instruments"]  # recorded at the run's start
+    assert j["instruments"] == stored and len(stored) > 0
     cycles = j["cycles"]  # the certificate's own table: one blow per line, in order
     assert [c["cycle_no"] for c in cycles] == list(range(1, len(cycles) + 1)) and len(cycles) >= 2
     for c in cycles:
@@ -231,6 +251,10 @@ def test_certification_report_pdf_json_csv(api):
     assert j["cycles"][0]["samples_sha256"] in csv_text and "CRK-4411/B" in csv_text
     operator = api.http.get(f"/api/runs/{api.run_id}/report", headers=bearer(api.keys["operator"]))
     assert operator.status_code == 403
+    missing = api.http.get("/api/runs/999999/report", headers=h)
+    assert (missing.status_code, missing.json()) == (404, {"detail": "no run 999999"})
+    # rendered in a worker process of its own, not in the service's (this test's) interpreter
+    assert WORKER.pid() is not None and WORKER.pid() != os.getpid()
 
 
 def test_live_feed_pushes_decimated_readings_and_cycles(api):
