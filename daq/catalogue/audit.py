@@ -30,7 +30,8 @@ from sqlalchemy import func, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection
 
-from daq.catalogue.store import Catalogue, audit_head, audit_log
+from daq.catalogue.store import Catalogue
+from daq.catalogue.tables import audit_head, audit_log
 
 GENESIS = "0" * 64
 #: the advisory lock key of appends (PostgreSQL)
@@ -196,7 +197,7 @@ def record_run_start(catalogue: Catalogue, run, actor: str) -> list[int]:
     When the rig's limits differ from those of the rig's previous run, a ``limits_changed`` entry
     (before/after) follows. The entries' numbers.
     """
-    from daq.catalogue.store import runs  # the table (a name of its own here: ``run`` is the row)
+    from daq.catalogue.tables import runs  # the table (a name of its own here: ``run`` is the row)
 
     cfg_hash = config_sha256(run.config)
     trail = AuditTrail(catalogue)

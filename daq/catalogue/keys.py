@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from daq.catalogue.audit import AuditTrail
-from daq.catalogue.store import Catalogue, api_keys
+from daq.catalogue.store import Catalogue
+from daq.catalogue.tables import api_keys
 
 ROLES = ("operator", "engineer", "qa", "admin")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}

@@ -7,7 +7,9 @@ nodes share. Every call is synchronous: the service writes on one worker thread
 worker threads.
 
 The schema is kept by Alembic migrations (:mod:`daq.catalogue.migrations`), run when a
-:class:`Catalogue` opens the database; the tables below describe the newest revision.
+:class:`Catalogue` opens the database; :mod:`daq.catalogue.tables` describes the newest revision.
+Sign-off (signatures, revisions, the lock after approval) and alarms are the parts of
+:class:`Catalogue` in :mod:`daq.catalogue.signoff_store` and :mod:`daq.catalogue.alarm_store`.
 
 Identities hold across machines: run, cycle and artifact ids come from the database's own
 sequences (every agent files into the one database); a cycle or artifact is filed by its
@@ -23,45 +25,38 @@ significance. Reading them back gives bit-identical arrays.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
     Table,
-    Text,
-    UniqueConstraint,
     and_,
     create_engine,
     event,
     func,
     pool,
     select,
-    text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
-from daq.alarms.model import ACTIVE, OPEN, Alarm, acknowledge, reraise
-from daq.alarms.model import clear as cleared
+from daq.catalogue.alarm_store import AlarmRecords
+from daq.catalogue.errors import ResultLockedError, RunError
+from daq.catalogue.signoff_store import SignoffRecords
+from daq.catalogue.tables import (
+    artifacts,
+    cycles,
+    insert_new,
+    runs,
+    samples,
+    signatures,
+)
 from daq.cycles import CycleResult, RunArtifact
 
 log = logging.getLogger(__name__)
@@ -71,169 +66,10 @@ log = logging.getLogger(__name__)
 if logging.getLogger("alembic").level == logging.NOTSET:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-meta = MetaData()
-
-runs = Table(
-    "runs", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("rig", String(64), nullable=False, index=True),
-    Column("started_ns", BigInteger, nullable=False, index=True),
-    Column("stopped_ns", BigInteger),
-    Column("operator", String(200), nullable=False, default=""),
-    Column("part_number", String(200), nullable=False, default="", index=True),
-    Column("lot", String(200), nullable=False, default="", index=True),
-    Column("serial", String(200), nullable=False, default=""),
-    Column("notes", Text, nullable=False, default=""),
-    Column("extra", JSON, nullable=False, default=dict),
-    Column("started_by", String(200), nullable=False, default=""),
-    Column("config", JSON, nullable=False, default=dict),  # limits etc. as they were at the start
-    Column("revision", Integer, nullable=False, default=1, server_default="1"),  # 1: never revised
-    Column("supersedes", Integer),  # the revision the current one replaced (None for revision 1)
-    Index("one_active_run_per_rig", "rig", unique=True,  # the database holds one active run per rig
-          sqlite_where=text("stopped_ns IS NULL"), postgresql_where=text("stopped_ns IS NULL")),
-)
-
-cycles = Table(
-    "cycles", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("rig", String(64), nullable=False),
-    Column("run_id", Integer, ForeignKey("runs.id"), index=True),
-    Column("cycle_no", Integer, nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("t_ns", BigInteger, nullable=False),
-    Column("end_ns", BigInteger, nullable=False),
-    Column("verdict", String(8), nullable=False),
-    Column("reasons", JSON, nullable=False),
-    Column("metrics", JSON, nullable=False),
-    Column("info", JSON, nullable=False),
-    Column("version", String(32), nullable=False),
-    Column("samples_sha256", String(64), nullable=False),
-    Column("uid", String(36), nullable=False),
-    UniqueConstraint("rig", "t_ns", name="one_cycle_per_start"),
-    UniqueConstraint("uid", name="one_cycle_per_uid"),
-)
-
-samples = Table(
-    "cycle_samples", meta,
-    Column("cycle_id", Integer, ForeignKey("cycles.id"), primary_key=True),
-    Column("n", Integer, nullable=False),
-    Column("channels", JSON, nullable=False),
-    Column("codec", String(32), nullable=False),
-    Column("data", LargeBinary, nullable=False),
-)
-
-artifacts = Table(
-    "run_artifacts", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("rig", String(64), nullable=False),
-    Column("run_id", Integer, ForeignKey("runs.id"), index=True),
-    Column("name", String(64), nullable=False),
-    Column("t_ns", BigInteger, nullable=False),
-    Column("data", JSON, nullable=False),
-    Column("uid", String(36), nullable=False),
-    UniqueConstraint("uid", name="one_artifact_per_uid"),
-)
-
-api_keys = Table(
-    "api_keys", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(200), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("prefix", String(16), nullable=False, index=True),
-    Column("hash", String(400), nullable=False),
-    Column("created_ns", BigInteger, nullable=False),
-    Column("revoked_ns", BigInteger),
-)
-
-run_revisions = Table(  # a run's metadata before and after each revision (the old values stay recorded)
-    "run_revisions", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
-    Column("revision", Integer, nullable=False),
-    Column("supersedes", Integer, nullable=False),
-    Column("created_ns", BigInteger, nullable=False),
-    Column("created_by", String(200), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("before", JSON, nullable=False),
-    Column("after", JSON, nullable=False),
-    UniqueConstraint("run_id", "revision", name="one_row_per_run_revision"),
-)
-
-signatures = Table(  # electronic signatures of a run revision's certificate (daq.catalogue.signatures)
-    "signatures", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False, index=True),
-    Column("revision", Integer, nullable=False),
-    Column("signer", String(200), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("key_id", Integer, nullable=False),
-    Column("meaning", String(16), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("signed_ns", BigInteger, nullable=False),
-    Column("content_sha256", String(64), nullable=False),
-)
-
-audit_log = Table(  # append-only, hash-chained (daq.catalogue.audit)
-    "audit_log", meta,
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
-    Column("t_ns", BigInteger, nullable=False, index=True),
-    Column("actor", String(200), nullable=False, index=True),
-    Column("action", String(64), nullable=False, index=True),
-    Column("target", String(200), nullable=False, index=True),
-    Column("details", Text, nullable=False),  # canonical JSON, exactly what the hash covers
-    Column("prev_sha256", String(64), nullable=False),
-    Column("sha256", String(64), nullable=False),
-)
-
-audit_head = Table(  # one row: the newest audit entry's number and hash (appends lock it)
-    "audit_head", meta,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-)
-
-alarms = Table(  # alarms and their lifecycle (daq.alarms): one open alarm per key
-    "alarms", meta,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("uid", String(36), nullable=False),
-    Column("rig", String(64), nullable=False, default=""),
-    Column("source", String(32), nullable=False),
-    Column("key", String(200), nullable=False),
-    Column("priority", String(8), nullable=False),
-    Column("message", Text, nullable=False),
-    Column("state", String(16), nullable=False, index=True),
-    Column("raised_ns", BigInteger, nullable=False, index=True),
-    Column("cleared_ns", BigInteger),
-    Column("acked_ns", BigInteger),
-    Column("acked_by", String(200), nullable=False, default=""),
-    Column("ack_comment", Text, nullable=False, default=""),
-    UniqueConstraint("uid", name="one_alarm_per_uid"),
-    Index("one_open_alarm_per_key", "key", unique=True,
-          sqlite_where=text("state != 'cleared'"), postgresql_where=text("state != 'cleared'")),
-)
-
-#: records a metadata change in its transaction: (conn, before, after, revision, supersedes)
-Recorder = Callable[[Connection, dict, dict, int, "int | None"], object]
-
-#: what a run revision or metadata edit may change
-RUN_METADATA = ("operator", "part_number", "lot", "serial", "notes", "extra")
-
 CODEC = "shuffle-zlib-1"
 
 #: UUIDv5 namespace of the uids of results made before results had one (migration 0002 keeps a frozen copy)
 LEGACY_UID_NS = uuid.UUID("5b0c6a1e-3f0d-4a55-9d35-6a0f4b7e2c11")
-
-
-class RunError(Exception):
-    """A run request that cannot be done; ``status`` is the HTTP status it maps to."""
-
-    def __init__(self, message: str, status: int = 409):
-        super().__init__(message)
-        self.status = status
-
-
-class ResultLockedError(RunError):
-    """A changed result for a run whose certificate was approved: refused (the approved results stay)."""
 
 
 def legacy_cycle_uid(rig: str, t_ns: int) -> str:
@@ -305,7 +141,7 @@ def _clean(metrics: dict) -> dict:
             for k, v in metrics.items()}
 
 
-class Catalogue:
+class Catalogue(SignoffRecords, AlarmRecords):
     """Synchronous access to the catalogue database."""
 
     def __init__(self, url: str):
@@ -449,7 +285,7 @@ class Catalogue:
 
     def _file_cycle(self, conn: Connection, c: CycleResult, uid: str, cid: int | None, values: dict) -> int:
         if cid is None:
-            cid = _insert_new(conn, cycles, dict(values, uid=uid))
+            cid = insert_new(conn, cycles, dict(values, uid=uid))
             if cid is not None:
                 if c.samples is not None and self.archive:
                     t_ns, chans = c.samples
@@ -588,271 +424,9 @@ class Catalogue:
                              .order_by(artifacts.c.id)).mappings().all()
         return [dict(r) for r in rows]
 
-    # -- sign-off: signatures, revisions, the lock after approval (daq.catalogue.signatures) -------
-    @contextlib.contextmanager
-    def write_lock(self, key: int = 0x7369_676E) -> Iterator[Connection]:
-        """A transaction holding a write lock from its start: writers under one ``key`` go one at a time.
-
-        Across processes and machines: SQLite begins ``IMMEDIATE`` (the database's write lock),
-        PostgreSQL takes a transaction-scoped advisory lock on ``key``. Never call it while this
-        thread holds another write transaction on the same SQLite file (it would wait for itself).
-        """
-        with self.engine.begin() as c:
-            if c.dialect.name == "sqlite":
-                c.exec_driver_sql("BEGIN IMMEDIATE")
-            elif c.dialect.name == "postgresql":
-                c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            yield c
-
-    def signatures_of_run(self, run_id: int, with_key_id: bool = False) -> list[dict]:
-        """A run's signatures (every revision), oldest first."""
-        with self.engine.connect() as c:
-            rows = c.execute(select(signatures).where(signatures.c.run_id == run_id)
-                             .order_by(signatures.c.id)).mappings().all()
-        return [_signature_dict(r, with_key_id) for r in rows]
-
-    def approval(self, run_id: int) -> dict | None:
-        """The ``approved`` signature of a run's current revision, or None (not approved: not locked)."""
-        with self.engine.connect() as c:
-            rev = c.execute(select(runs.c.revision).where(runs.c.id == run_id)).scalar()
-            return None if rev is None else _approval(c, run_id, rev)
-
-    def add_signature(self, run_id: int, revision: int, *, signer: str, role: str, key_id: int, meaning: str,
-                      reason: str, signed_ns: int, content_sha256: str,
-                      recheck: Callable[[], str] | None = None,
-                      record: Callable[[Connection, dict], object] | None = None) -> dict:
-        """File a signature of ``revision`` of a stopped run; :class:`RunError` if the run is not in that state.
-
-        Under the write lock: of two signers at once, the second sees the first's approval, and a
-        metadata edit cannot slip in between; ``recheck`` (the certificate's content hash now) is
-        called under it and must still give ``content_sha256``. ``record(conn, signature)`` runs in
-        the same transaction (the audit entry: both are filed or neither).
-        """
-        with self.write_lock() as c:
-            row = c.execute(select(runs.c.revision, runs.c.stopped_ns).where(runs.c.id == run_id)).first()
-            if row is None:
-                raise RunError(f"no run {run_id}", 404)
-            if row.stopped_ns is None:
-                raise RunError(f"run {run_id} is still active: stop it before signing its certificate")
-            if row.revision != revision:
-                raise RunError(f"run {run_id} is at revision {row.revision} now, not {revision}: "
-                               "the certificate changed since you reviewed it")
-            done = _approval(c, run_id, revision)
-            if done is not None:
-                raise RunError(f"revision {revision} of run {run_id} was approved by {done['signer']} at "
-                               f"{done['signed_at']}; a change needs a new revision "
-                               f"(POST /api/runs/{run_id}/revisions), which is then signed")
-            if recheck is not None and (now := recheck()) != content_sha256:
-                raise RunError(f"the certificate changed since you reviewed it: content sha256 {content_sha256} "
-                               f"became {now}; review it again")
-            sid = c.execute(signatures.insert().values(
-                run_id=run_id, revision=revision, signer=signer, role=role, key_id=key_id, meaning=meaning,
-                reason=reason, signed_ns=signed_ns, content_sha256=content_sha256)).inserted_primary_key[0]
-            got = _signature_dict(c.execute(select(signatures).where(signatures.c.id == sid)).mappings().one(), True)
-            if record is not None:
-                record(c, got)
-        return got
-
-    def edit_run(self, run_id: int, changes: dict, record: Recorder | None = None) -> tuple[dict, dict, RunRow]:
-        """Change a run's metadata in place: (before, after — the fields that changed —, the run).
-
-        ``record(conn, before, after, revision, supersedes)`` runs in the same transaction (the audit entry).
-
-        :class:`RunError` 409 once the run is approved (a change then needs :meth:`revise_run`),
-        404 for no such run, 422 when nothing would change.
-        """
-        with self.write_lock() as c:
-            row = _run_for_change(c, run_id)
-            done = _approval(c, run_id, row["revision"])
-            if done is not None:
-                raise RunError(f"run {run_id} is locked: revision {row['revision']} was approved by "
-                               f"{done['signer']} at {done['signed_at']}. To change it, make a new revision "
-                               f"(POST /api/runs/{run_id}/revisions with the changes and a reason); "
-                               "it is then unsigned until signed again")
-            before, after = _metadata_change(row, changes)
-            c.execute(runs.update().where(runs.c.id == run_id).values(**after))
-            if record is not None:
-                record(c, before, after, row["revision"], row["supersedes"])
-        return before, after, self.run(run_id)
-
-    def revise_run(self, run_id: int, changes: dict, by: str, reason: str, t_ns: int,
-                   record: Recorder | None = None) -> tuple[dict, dict, RunRow]:
-        """A new revision of a stopped run with changed metadata: (before, after, the run).
-
-        The revision number goes up by one, the new one names the one it supersedes, the old values
-        stay in ``run_revisions``; the new revision is unsigned (not approved) until signed.
-        ``record`` as for :meth:`edit_run`, in the same transaction.
-        """
-        if not reason.strip():
-            raise RunError("a revision needs a reason (why the metadata change)", 422)
-        with self.write_lock() as c:
-            row = _run_for_change(c, run_id)
-            if row["stopped_ns"] is None:
-                raise RunError(f"run {run_id} is still active: change its metadata with PATCH /api/runs/{run_id}; "
-                               "revisions are for stopped runs")
-            before, after = _metadata_change(row, changes)
-            new = row["revision"] + 1
-            c.execute(run_revisions.insert().values(run_id=run_id, revision=new, supersedes=row["revision"],
-                                                    created_ns=t_ns, created_by=by, reason=reason,
-                                                    before=before, after=after))
-            c.execute(runs.update().where(runs.c.id == run_id).values(**after, revision=new,
-                                                                      supersedes=row["revision"]))
-            if record is not None:
-                record(c, before, after, new, row["revision"])
-        return before, after, self.run(run_id)
-
-    def revisions_of_run(self, run_id: int) -> list[dict]:
-        """A run's revisions after the first (what each changed, by whom and why), oldest first."""
-        with self.engine.connect() as c:
-            rows = c.execute(select(run_revisions).where(run_revisions.c.run_id == run_id)
-                             .order_by(run_revisions.c.revision)).mappings().all()
-        return [dict(r, created=_iso(r["created_ns"])) for r in rows]
-
-    # -- alarms (daq.alarms) -----------------------------------------------------------------
-    def raise_alarm(self, a: Alarm) -> tuple[Alarm, bool]:
-        """File a condition: a new alarm, or the open alarm of its key again; (alarm, became active).
-
-        Idempotent by ``uid`` (an outbox replay returns the filed alarm). The database holds one
-        open alarm per key (``one_open_alarm_per_key``), so two nodes raising one condition get one alarm.
-        """
-        for _ in range(5):
-            with self.engine.begin() as c:
-                row = c.execute(select(alarms).where(alarms.c.uid == a.uid)).mappings().first()
-                if row is not None:
-                    return _alarm_of(row), False
-                row = c.execute(select(alarms).where(and_(alarms.c.key == a.key, alarms.c.state.in_(OPEN))))\
-                    .mappings().first()
-                if row is None:
-                    values = {k: v for k, v in a.as_dict().items() if k != "id"}
-                    got = _insert_new(c, alarms, values)
-                    if got is not None:
-                        return Alarm(**dict(values, id=got)), True
-                    continue  # opened meanwhile by another writer
-                old = _alarm_of(row)
-                new = reraise(old, a.message)
-                if new == old:
-                    return old, False
-                done = c.execute(alarms.update().where(and_(alarms.c.id == old.id, alarms.c.state == old.state))
-                                 .values(state=new.state, cleared_ns=new.cleared_ns, message=new.message)).rowcount
-                if done:
-                    return new, old.state != new.state
-        raise RuntimeError(f"alarm {a.key}: the open alarm of this key keeps changing")
-
-    def clear_alarm(self, key: str, t_ns: int) -> Alarm | None:
-        """The condition of ``key`` went: its active alarm is cleared (None if none is active)."""
-        for _ in range(5):
-            with self.engine.begin() as c:
-                row = c.execute(select(alarms).where(and_(alarms.c.key == key, alarms.c.state.in_(ACTIVE))))\
-                    .mappings().first()
-                if row is None:
-                    return None
-                old = _alarm_of(row)
-                new = cleared(old, t_ns)
-                done = c.execute(alarms.update().where(and_(alarms.c.id == old.id, alarms.c.state == old.state))
-                                 .values(state=new.state, cleared_ns=new.cleared_ns)).rowcount
-                if done:
-                    return new
-        raise RuntimeError(f"alarm {key}: the active alarm of this key keeps changing")
-
-    def ack_alarm(self, alarm_id: int, by: str, comment: str, t_ns: int) -> tuple[Alarm, Alarm]:
-        """Acknowledge an alarm; (before, after). KeyError if there is none, AlarmError if acknowledged."""
-        for _ in range(5):
-            with self.engine.begin() as c:
-                row = c.execute(select(alarms).where(alarms.c.id == alarm_id)).mappings().first()
-                if row is None:
-                    raise KeyError(f"no alarm {alarm_id}")
-                old = _alarm_of(row)
-                new = acknowledge(old, t_ns, by, comment)
-                done = c.execute(alarms.update().where(and_(alarms.c.id == old.id, alarms.c.state == old.state))
-                                 .values(state=new.state, acked_ns=new.acked_ns, acked_by=new.acked_by,
-                                         ack_comment=new.ack_comment)).rowcount
-                if done:
-                    return old, new
-        raise RuntimeError(f"alarm {alarm_id} keeps changing")
-
-    def alarm(self, alarm_id: int) -> Alarm | None:
-        """One alarm, or None."""
-        with self.engine.connect() as c:
-            row = c.execute(select(alarms).where(alarms.c.id == alarm_id)).mappings().first()
-        return _alarm_of(row) if row else None
-
-    def list_alarms(self, state: str | None = None, rig: str | None = None, active: bool | None = None,
-                    limit: int = 100, offset: int = 0) -> tuple[int, list[Alarm]]:
-        """(total matching, one page of alarms, newest first); ``active``: only (or no) active ones."""
-        cond = []
-        if state:
-            cond.append(alarms.c.state == state)
-        if rig is not None:
-            cond.append(alarms.c.rig == rig)
-        if active is not None:
-            cond.append(alarms.c.state.in_(ACTIVE) if active else alarms.c.state.not_in(ACTIVE))
-        where = and_(True, *cond)
-        with self.engine.connect() as c:
-            total = c.execute(select(func.count()).select_from(alarms).where(where)).scalar_one()
-            rows = c.execute(select(alarms).where(where).order_by(alarms.c.id.desc())
-                             .limit(limit).offset(offset)).mappings().all()
-        return total, [_alarm_of(r) for r in rows]
-
-    def open_alarms(self) -> list[Alarm]:
-        """Alarms not closed (active, or cleared and not acknowledged), oldest first."""
-        with self.engine.connect() as c:
-            rows = c.execute(select(alarms).where(alarms.c.state.in_(OPEN)).order_by(alarms.c.id)).mappings().all()
-        return [_alarm_of(r) for r in rows]
-
-    def alarm_counts(self) -> dict[tuple[str, str], int]:
-        """How many alarms per (state, priority)."""
-        with self.engine.connect() as c:
-            rows = c.execute(select(alarms.c.state, alarms.c.priority, func.count())
-                             .group_by(alarms.c.state, alarms.c.priority)).all()
-        return {(s, p): int(n) for s, p, n in rows}
-
-
-def _alarm_of(row) -> Alarm:
-    return Alarm(**{k: row[k] for k in Alarm.__dataclass_fields__})
-
-
-def _iso(t_ns: int) -> str:
-    """ISO 8601 UTC (milliseconds) of a nanosecond time (as daq.reports.records.iso)."""
-    return datetime.fromtimestamp(t_ns / 1e9, UTC).isoformat(timespec="milliseconds")
-
-
-def _signature_dict(r, with_key_id: bool = False) -> dict:
-    out = {"id": r["id"], "run_id": r["run_id"], "revision": r["revision"], "signer": r["signer"],
-           "role": r["role"], "meaning": r["meaning"], "reason": r["reason"], "signed_at": _iso(r["signed_ns"]),
-           "signed_ns": r["signed_ns"], "content_sha256": r["content_sha256"]}
-    if with_key_id:
-        out["key_id"] = r["key_id"]
-    return out
-
-
-def _approval(conn: Connection, run_id: int, revision: int) -> dict | None:
-    row = conn.execute(select(signatures).where(signatures.c.run_id == run_id, signatures.c.revision == revision,
-                                                signatures.c.meaning == "approved")
-                       .order_by(signatures.c.id).limit(1)).mappings().first()
-    return None if row is None else _signature_dict(row)
-
-
-def _run_for_change(conn: Connection, run_id: int):
-    row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
-    if row is None:
-        raise RunError(f"no run {run_id}", 404)
-    return row
-
-
-def _metadata_change(row, changes: dict) -> tuple[dict, dict]:
-    """(before, after) of the fields ``changes`` really changes; RunError 422 if none or an unknown one."""
-    unknown = sorted(set(changes) - set(RUN_METADATA))
-    if unknown:
-        raise RunError(f"{', '.join(unknown)} cannot be changed; a run's metadata is {', '.join(RUN_METADATA)}", 422)
-    after = {k: v for k, v in changes.items() if v != row[k]}
-    if not after:
-        raise RunError("nothing to change: the values given are the run's values already", 422)
-    return {k: row[k] for k in after}, after
-
-
 def _file_artifact(c: Connection, find, got: int | None, uid: str, values: dict) -> int:
     if got is None:
-        got = _insert_new(c, artifacts, dict(values, uid=uid))
+        got = insert_new(c, artifacts, dict(values, uid=uid))
         if got is not None:
             return got
         got = c.execute(find).scalar_one()  # filed meanwhile by another writer
@@ -898,19 +472,6 @@ def _filed_cycle(conn: Connection, uid: str, rig: str, t_ns: int) -> int | None:
     if got is None:
         got = conn.execute(select(cycles.c.id).where(and_(cycles.c.rig == rig, cycles.c.t_ns == t_ns))).scalar()
     return got
-
-
-def _insert_new(conn: Connection, table: Table, values: dict) -> int | None:
-    """Insert a row; its id, or None if a unique key of it is filed already (nothing changes then)."""
-    dialect = conn.dialect.name
-    if dialect in ("sqlite", "postgresql"):  # INSERT … ON CONFLICT DO NOTHING RETURNING id
-        ins = (sqlite_insert if dialect == "sqlite" else pg_insert)(table).values(**values)
-        return conn.execute(ins.on_conflict_do_nothing().returning(table.c.id)).scalar()
-    try:
-        with conn.begin_nested():
-            return conn.execute(table.insert().values(**values)).inserted_primary_key[0]
-    except IntegrityError:
-        return None
 
 
 def _sqlite_driver_transactions(dbapi_conn, _record) -> None:

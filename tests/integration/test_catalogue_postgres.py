@@ -32,7 +32,8 @@ from daq.catalogue.keys import KeyStore
 from daq.catalogue.migrations import BASELINE, HERE, head
 from daq.catalogue.outbox import Outbox
 from daq.catalogue.runs import RunError, RunManager
-from daq.catalogue.store import artifacts, cycles, legacy_cycle_uid, meta, runs
+from daq.catalogue.store import legacy_cycle_uid
+from daq.catalogue.tables import artifacts, cycles, meta, runs
 from daq.cycles import CycleResult, RunArtifact
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert
 
 from daq.catalogue import Catalogue
-from daq.catalogue.store import cycles
+from daq.catalogue.tables import cycles
 from daq.reports.certificate import build_report, render_csv
 from daq.reports.records import run_sweep
 from daq.reports.worker import ReportWorker, worker_can_open

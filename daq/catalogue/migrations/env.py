@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from daq.catalogue.store import meta
+from daq.catalogue.tables import meta
 
 cfg = context.config
 
