@@ -108,11 +108,12 @@ async def acknowledge(alarm_id: AlarmId, body: Ack, service: ServiceDep, who: Op
     """
     cat = catalogue_of(service)
 
-    def ack() -> Alarm:
-        before, after = cat.ack_alarm(alarm_id, who.name, body.comment, time.time_ns())
+    def audit(conn, before: Alarm, after: Alarm) -> None:  # in the acknowledgement's transaction
         AuditTrail(cat).append(who.name, "alarm_ack", f"alarm {alarm_id}", before={"state": before.state},
-                               after={"state": after.state, "comment": after.ack_comment})
-        return after
+                               after={"state": after.state, "comment": after.ack_comment}, conn=conn)
+
+    def ack() -> Alarm:
+        return cat.ack_alarm(alarm_id, who.name, body.comment, time.time_ns(), record=audit)[1]
 
     try:
         after = await asyncio.to_thread(ack)

@@ -6,7 +6,10 @@ alarm routes read; the lifecycle itself is :mod:`daq.alarms.model`'s.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
 
 from daq.alarms.model import ACTIVE, OPEN, Alarm, acknowledge, reraise
 from daq.alarms.model import clear as cleared
@@ -61,10 +64,14 @@ class AlarmRecords:
                     return new
         raise RuntimeError(f"alarm {key}: the active alarm of this key keeps changing")
 
-    def ack_alarm(self, alarm_id: int, by: str, comment: str, t_ns: int) -> tuple[Alarm, Alarm]:
-        """Acknowledge an alarm; (before, after). KeyError if there is none, AlarmError if acknowledged."""
+    def ack_alarm(self, alarm_id: int, by: str, comment: str, t_ns: int,
+                  record: Callable[[Connection, Alarm, Alarm], object] | None = None) -> tuple[Alarm, Alarm]:
+        """Acknowledge an alarm; (before, after). KeyError if there is none, AlarmError if acknowledged.
+
+        ``record(conn, before, after)`` runs in the same transaction (the audit entry: both or neither).
+        """
         for _ in range(5):
-            with self.engine.begin() as c:
+            with self.write_lock() as c:
                 row = c.execute(select(alarms).where(alarms.c.id == alarm_id)).mappings().first()
                 if row is None:
                     raise KeyError(f"no alarm {alarm_id}")
@@ -74,6 +81,8 @@ class AlarmRecords:
                                  .values(state=new.state, acked_ns=new.acked_ns, acked_by=new.acked_by,
                                          ack_comment=new.ack_comment)).rowcount
                 if done:
+                    if record is not None:
+                        record(c, old, new)
                     return old, new
         raise RuntimeError(f"alarm {alarm_id} keeps changing")
 

@@ -21,6 +21,7 @@ alone: keep copies of the head hash elsewhere (``daq audit verify`` prints it) t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -191,24 +192,25 @@ def run_metadata(run) -> dict:
             "serial": run.serial, "notes": run.notes, "extra": run.extra or {}, "revision": run.revision}
 
 
-def record_run_start(catalogue: Catalogue, run, actor: str) -> list[int]:
+def record_run_start(catalogue: Catalogue, run, actor: str, conn: Connection | None = None) -> list[int]:
     """Audit a run's start: its metadata and the hash of the rig file content it is judged by.
 
     When the rig's limits differ from those of the rig's previous run, a ``limits_changed`` entry
-    (before/after) follows. The entries' numbers.
+    (before/after) follows. The entries' numbers. ``conn``: the transaction that created the run
+    (:meth:`Catalogue.start_run`'s ``record``), so the run and its entries are filed together.
     """
     from daq.catalogue.tables import runs  # the table (a name of its own here: ``run`` is the row)
 
     cfg_hash = config_sha256(run.config)
     trail = AuditTrail(catalogue)
-    done = [trail.append(actor or "service", "run_start", f"run {run.id}",
+    done = [trail.append(actor or "service", "run_start", f"run {run.id}", conn=conn,
                          after=run_metadata(run), details={"started_ns": run.started_ns, "config_sha256": cfg_hash})]
-    with catalogue.engine.connect() as c:
+    with contextlib.nullcontext(conn) if conn is not None else catalogue.engine.connect() as c:
         prev = c.execute(select(runs.c.id, runs.c.config).where(runs.c.rig == run.rig, runs.c.id < run.id)
                          .order_by(runs.c.id.desc()).limit(1)).first()
     if prev is not None:
         before, after = (prev.config or {}).get("limits", {}), (run.config or {}).get("limits", {})
         if canonical(before) != canonical(after):
             done.append(trail.append(actor or "service", "limits_changed", f"rig {run.rig}", before=before,
-                                     after=after, details={"previous_run": prev.id, "run": run.id}))
+                                     after=after, details={"previous_run": prev.id, "run": run.id}, conn=conn))
     return done

@@ -100,15 +100,18 @@ class RunManager:
         warning = self._calibration(rig, today)
         if warning:
             extra = {**(extra or {}), "calibration_warning": warning}
+        def audit(conn, run: RunRow) -> None:  # in the transaction that creates the run: both or neither
+            record_run_start(self.catalogue, run, started_by, conn=conn)
+
         run = await self.writer.call(self.catalogue.start_run, rig, time.time_ns(), operator=operator,
                                      part_number=part_number, lot=lot, serial=serial, notes=notes,
-                                     extra=extra, started_by=started_by, config=run_config(self.rigs[rig], today))
+                                     extra=extra, started_by=started_by, config=run_config(self.rigs[rig], today),
+                                     record=audit)
         if warning:
             self.bus.publish(Event("calibration_overdue", f"run {run.id}: {warning}", rig=rig, level="warning",
                                    fields={"run_id": run.id}))
         self.active[rig] = run
         await self._announce(rig)
-        await self._audit(record_run_start, self.catalogue, run, started_by)
         self.bus.publish(Event("run_start", f"run {run.id} started on {rig}", rig=rig,
                                fields={"run_id": run.id, "operator": operator, "part_number": part_number,
                                        "lot": lot, "serial": serial}))
@@ -123,13 +126,6 @@ class RunManager:
         except Exception as e:  # the change is committed: the others find it by polling within a second
             log.warning("runs: could not announce the change on %s (%s); other nodes see it within a second",
                         rig, str(e).splitlines()[0] if str(e) else type(e).__name__)
-
-    async def _audit(self, fn, *args, **kwargs) -> None:
-        """Append to the audit trail on the catalogue's thread (a failure is logged: the run goes on)."""
-        try:
-            await self.writer.call(fn, *args, **kwargs)
-        except Exception:
-            log.exception("audit: cannot record %s %s", getattr(fn, "__name__", fn), args[1:3])
 
     def _calibration(self, rig: str, today) -> str:
         """Refuse a run on an overdue calibration (409), or with ``calibration_policy = "warn"`` say why ("")."""
@@ -151,10 +147,14 @@ class RunManager:
         end_ns = time.time_ns()
         if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
             await self._close(run.rig, run_id, end_ns)
-        run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns)
+
+        def audit(conn, stopped: RunRow) -> None:  # in the transaction that stops the run: both or neither
+            AuditTrail(self.catalogue).append(by or "service", "run_stop", f"run {run_id}", conn=conn,
+                                              details={"stopped_ns": stopped.stopped_ns,
+                                                       "metadata": run_metadata(stopped)})
+
+        run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns, record=audit)
         await self._announce(run.rig)
-        await self._audit(AuditTrail(self.catalogue).append, by or "service", "run_stop", f"run {run_id}",
-                          details={"stopped_ns": run.stopped_ns, "metadata": run_metadata(run)})
         log.info("run %d stopped", run_id)
         return run
 

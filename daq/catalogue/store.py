@@ -29,7 +29,7 @@ import json
 import logging
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,11 +195,13 @@ class Catalogue(SignoffRecords, AlarmRecords):
     # -- runs ----------------------------------------------------------------------------
     def start_run(self, rig: str, started_ns: int, operator: str = "", part_number: str = "",
                   lot: str = "", serial: str = "", notes: str = "", extra: dict | None = None,
-                  started_by: str = "", config: dict | None = None) -> RunRow:
+                  started_by: str = "", config: dict | None = None,
+                  record: Callable[[Connection, RunRow], object] | None = None) -> RunRow:
         """A new active run; :class:`RunError` (409) if one is active on ``rig``, here or on another node.
 
         The database holds one active run per rig (``one_active_run_per_rig``): of two starts at
         once, from any two processes or machines, one gets the run and the other this refusal.
+        ``record(conn, run)`` runs in the same transaction (the audit entry: both are filed or neither).
         """
         try:
             with self.engine.begin() as c:
@@ -207,6 +209,8 @@ class Catalogue(SignoffRecords, AlarmRecords):
                     rig=rig, started_ns=started_ns, operator=operator, part_number=part_number, lot=lot,
                     serial=serial, notes=notes, extra=extra or {}, started_by=started_by,
                     config=config or {})).inserted_primary_key[0]
+                if record is not None:
+                    record(c, RunRow(**c.execute(select(runs).where(runs.c.id == rid)).mappings().one()))
         except IntegrityError as e:
             other = [r.id for r in self.active_runs() if r.rig == rig]
             if not other and "one_active_run_per_rig" not in str(e) and "runs.rig" not in str(e):
@@ -215,11 +219,17 @@ class Catalogue(SignoffRecords, AlarmRecords):
             raise RunError(f"{who} is still active on {rig}; stop it first") from None
         return self.run(rid)
 
-    def stop_run(self, run_id: int, stopped_ns: int) -> RunRow | None:
-        """Mark a run stopped (a stopped run stays as it was)."""
+    def stop_run(self, run_id: int, stopped_ns: int,
+                 record: Callable[[Connection, RunRow], object] | None = None) -> RunRow | None:
+        """Mark a run stopped (a stopped run stays as it was).
+
+        ``record(conn, run)`` runs in the same transaction when this call stopped it (the audit entry).
+        """
         with self.engine.begin() as c:
-            c.execute(runs.update().where(and_(runs.c.id == run_id, runs.c.stopped_ns.is_(None)))
-                      .values(stopped_ns=stopped_ns))
+            done = c.execute(runs.update().where(and_(runs.c.id == run_id, runs.c.stopped_ns.is_(None)))
+                             .values(stopped_ns=stopped_ns)).rowcount
+            if done and record is not None:
+                record(c, RunRow(**c.execute(select(runs).where(runs.c.id == run_id)).mappings().one()))
         return self.run(run_id)
 
     def run(self, run_id: int) -> RunRow | None:

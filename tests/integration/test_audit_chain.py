@@ -241,3 +241,33 @@ def test_a_change_and_its_audit_entry_are_filed_together_or_not_at_all(cat):
          {"before": {"revoked_ns": None}, "after": {"revoked_ns": store.list()[0]["revoked_ns"]},
           "name": "desk-3", "role": "qa"})]
     assert AuditTrail(cat).verify().ok
+
+
+def test_a_run_start_or_stop_and_its_audit_entries_are_filed_together_or_not_at_all(cat):
+    """The run manager records a run's start and stop in the transaction that makes the change."""
+
+    def fails(conn, run):
+        record_run_start(cat, run, "eng", conn=conn)
+        raise RuntimeError("audit store full")
+
+    with pytest.raises(RuntimeError, match="audit store full"):
+        cat.start_run("press-01", T0, lot="L1", record=fails)
+    assert cat.active_runs() == [] and AuditTrail(cat).entries()[0] == 0
+
+    run = cat.start_run("press-01", T0, lot="L1", record=lambda conn, r: record_run_start(cat, r, "eng", conn=conn))
+
+    def stop_fails(conn, stopped):
+        AuditTrail(cat).append("eng", "run_stop", f"run {stopped.id}", conn=conn)
+        raise RuntimeError("audit store full")
+
+    with pytest.raises(RuntimeError, match="audit store full"):
+        cat.stop_run(run.id, T0 + 10, record=stop_fails)
+    assert cat.run(run.id).active
+    stopped = cat.stop_run(run.id, T0 + 10, record=lambda conn, r: AuditTrail(cat).append(
+        "eng", "run_stop", f"run {r.id}", conn=conn, details={"stopped_ns": r.stopped_ns}))
+    assert stopped.stopped_ns == T0 + 10
+    again = cat.stop_run(run.id, T0 + 20, record=lambda conn, r: AuditTrail(cat).append("eng", "x", "y", conn=conn))
+    assert again.stopped_ns == T0 + 10  # already stopped: nothing changed, nothing recorded
+    _, rows = AuditTrail(cat).entries(newest_first=False)
+    assert [(r["action"], r["target"]) for r in rows] == [("run_start", f"run {run.id}"), ("run_stop", f"run {run.id}")]
+    assert rows[1]["details"] == {"stopped_ns": T0 + 10} and AuditTrail(cat).verify().ok
