@@ -14,9 +14,12 @@ number would refuse a fork anyway.
 :meth:`AuditTrail.verify` walks the chain and names the first broken entry: *altered* (its content
 no longer matches its hash), *deleted* (a gap in the numbers, or entries missing after the last
 one the head names) or *inserted* (an entry past the head, or one the chain does not link
-through). A chain hash detects changes made without recomputing the hashes; someone with write
-access to the database who recomputes every later hash (and the head) is not detected by the chain
-alone: keep copies of the head hash elsewhere (``daq audit verify`` prints it) to compare.
+through). A deleted head is named too, and an append that finds it deleted first records that
+in the trail (``audit_head_rebuilt``), which verify names from then on. A chain hash detects
+changes made without recomputing the hashes. It does not detect, on its own, someone with write
+access to the database who recomputes every later hash and the head, or who deletes the newest
+entries and sets the head back to the last one kept: keep copies of the head hash elsewhere
+(``daq audit verify`` prints it) to compare.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from daq.catalogue.store import Catalogue
 from daq.catalogue.tables import audit_head, audit_log
 
 GENESIS = "0" * 64
+#: the entry an append writes first when it finds the head row deleted (verify names it as a break)
+HEAD_REBUILT = "audit_head_rebuilt"
 #: the advisory lock key of appends (PostgreSQL)
 LOCK_KEY = 0x6175_6469_74  # "audit"
 
@@ -117,14 +122,26 @@ class AuditTrail:
         return total, out
 
     def verify(self) -> VerifyResult:
-        """Walk the chain from the first entry; the first broken one, if any."""
-        with self.catalogue.engine.connect() as c:
+        """Walk the chain from the first entry; the first broken one, if any.
+
+        Head and entries are read under the appends' lock, so an append committing meanwhile is
+        never mistaken for an insertion or a deletion.
+        """
+        with self.catalogue.write_lock(LOCK_KEY) as c:
             head = c.execute(select(audit_head.c.seq, audit_head.c.sha256).where(audit_head.c.id == 1)).first()
             rows = c.execute(select(audit_log).order_by(audit_log.c.id)).mappings().all()
+        if head is None and rows:
+            return _broken(len(rows), int(rows[-1]["id"]), "deleted",
+                           "the trail's head (its record of the newest entry) was deleted: entries after "
+                           f"{rows[-1]['id']} may have been cut off")
         head_seq = int(head.seq) if head else None
         prev_id, prev_hash = 0, GENESIS
         for i, r in enumerate(rows):
             rid = int(r["id"])
+            if r["action"] == HEAD_REBUILT:
+                return _broken(len(rows), rid, "deleted",
+                               f"entry {rid} records that the trail's head was found deleted: entries before it "
+                               "may have been cut off")
             if head_seq is not None and rid > head_seq:
                 return _broken(len(rows), rid, "inserted", f"entry {rid} was inserted: it is past the newest entry the "
                                                    f"trail recorded ({head_seq})")
@@ -162,19 +179,27 @@ def _append(c: Connection, actor: str, action: str, target: str, text: str) -> i
     if c.dialect.name == "postgresql":
         c.execute(sql_text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})  # re-entrant
     head = c.execute(select(audit_head.c.seq, audit_head.c.sha256).where(audit_head.c.id == 1)).first()
-    if head is None:  # a head row lost: continue after the newest entry (verify reports what is wrong)
+    if head is None:  # no head: a new trail, or its head was deleted
         last = c.execute(select(audit_log.c.id, audit_log.c.sha256).order_by(audit_log.c.id.desc())
                          .limit(1)).first()
         seq, prev = (int(last.id), last.sha256) if last else (0, GENESIS)
         c.execute(audit_head.insert().values(id=1, seq=seq, sha256=prev))
+        if last is not None:  # deleted: say so in the trail itself (verify names this entry), then go on
+            seq, prev = _write(c, seq, prev, "audit", HEAD_REBUILT, "audit_head",
+                               canonical({"after_entry": seq, "why": "the head row was missing"}))
     else:
         seq, prev = int(head.seq), head.sha256
+    return _write(c, seq, prev, actor, action, target, text)[0]
+
+
+def _write(c: Connection, seq: int, prev: str, actor: str, action: str, target: str, text: str) -> tuple[int, str]:
+    """Write entry ``seq + 1`` after ``prev`` and move the head to it; (its number, its hash)."""
     n, t_ns = seq + 1, time.time_ns()
     digest = entry_hash(prev, n, t_ns, actor, action, target, text)
     c.execute(audit_log.insert().values(id=n, t_ns=t_ns, actor=actor, action=action, target=target,
                                         details=text, prev_sha256=prev, sha256=digest))
     c.execute(audit_head.update().where(audit_head.c.id == 1).values(seq=n, sha256=digest))
-    return n
+    return n, digest
 
 
 def _broken(entries: int, at: int, kind: str, reason: str) -> VerifyResult:

@@ -108,6 +108,25 @@ def test_deleted_newest_entries_are_named(cat):
     assert res.reason == "entry 5-6 was deleted: the trail recorded 6 entries, the newest is 4"
 
 
+def test_a_deleted_head_is_named_and_the_next_append_records_it(cat):
+    trail = _fill(cat)
+    _sql(cat, "DELETE FROM audit_log WHERE id >= 5")
+    _sql(cat, "DELETE FROM audit_head")  # the newest entries cut off, and the head that counted them
+    res = trail.verify()
+    assert (res.ok, res.entries, res.first_broken, res.kind) == (False, 4, 4, "deleted")
+    assert res.reason == ("the trail's head (its record of the newest entry) was deleted: entries after 4 "
+                          "may have been cut off")
+    assert trail.append("eng", "run_edited", "run 9") == 6  # entry 5 records the rebuilt head
+    _, rows = trail.entries(newest_first=False)
+    assert [(r["id"], r["actor"], r["action"]) for r in rows[4:]] == [(5, "audit", "audit_head_rebuilt"),
+                                                                       (6, "eng", "run_edited")]
+    assert rows[4]["details"] == {"after_entry": 4, "why": "the head row was missing"}
+    res = trail.verify()  # the head is back, the break stays named
+    assert (res.ok, res.entries, res.first_broken, res.kind) == (False, 6, 5, "deleted")
+    assert res.reason == ("entry 5 records that the trail's head was found deleted: entries before it may "
+                          "have been cut off")
+
+
 def test_a_deletion_with_the_later_entries_renumbered_is_found(cat):
     trail = _fill(cat)
     _sql(cat, "DELETE FROM audit_log WHERE id = 3")

@@ -8,7 +8,7 @@
   time and the certificate ``content_sha256`` signed.
 * ``audit_log``: append-only, each entry chained to the one before by SHA-256; ``audit_head``
   holds the newest entry's number and hash (appends lock it: the chain never forks; deleting
-  the newest entries shows).
+  the newest entries shows unless the head is set back too).
 
 Revision ID: 0003_signoff
 Revises: 0002_stable_identities
