@@ -106,12 +106,16 @@ class KeyStore:
         self._cache.clear()
         return n > 0
 
-    def verify(self, key: str) -> KeyInfo | None:
-        """The key's owner and role, or None for an unknown, malformed or revoked key."""
+    def verify(self, key: str, fresh: bool = False) -> KeyInfo | None:
+        """The key's owner and role, or None for an unknown, malformed or revoked key.
+
+        ``fresh``: ask the catalogue, not the few seconds' memory of verified keys (signing does:
+        a key revoked on another node signs nothing after its revocation).
+        """
         fp = hashlib.sha256(key.encode()).digest()
         hit = self._cache.get(fp)
         now = time.monotonic()
-        if hit and hit[1] > now:
+        if hit and hit[1] > now and not fresh:
             return hit[0]
         parts = key.split("_")
         if len(parts) < 3 or parts[0] != "rdq" or len(key) > 200:

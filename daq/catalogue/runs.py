@@ -148,12 +148,17 @@ class RunManager:
         if self.active.get(run.rig) is not None and self.active[run.rig].id == run_id:
             await self._close(run.rig, run_id, end_ns)
 
+        stopped_here: list[bool] = []
+
         def audit(conn, stopped: RunRow) -> None:  # in the transaction that stops the run: both or neither
             AuditTrail(self.catalogue).append(by or "service", "run_stop", f"run {run_id}", conn=conn,
                                               details={"stopped_ns": stopped.stopped_ns,
                                                        "metadata": run_metadata(stopped)})
+            stopped_here.append(True)
 
         run = await self.writer.call(self.catalogue.stop_run, run_id, end_ns, record=audit)
+        if not stopped_here:  # another node stopped it between our look and our stop
+            raise RunError(f"run {run_id} was already stopped")
         await self._announce(run.rig)
         log.info("run %d stopped", run_id)
         return run

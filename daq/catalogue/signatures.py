@@ -53,7 +53,7 @@ def sign_run(catalogue: Catalogue, keys: KeyStore, run_id: int, *, key: str, mea
     if run is None:
         raise SigningError(f"no run {run_id}", 404)
     who = requester.name if requester is not None and requester.id else (actor or "unknown")
-    info = keys.verify(key) if key else None
+    info = keys.verify(key, fresh=True) if key else None
     if info is None:
         raise _fail(catalogue, who, run_id, "re-authentication failed: the API key given with the signature is "
                     "missing, unknown or revoked", 401, meaning=meaning)

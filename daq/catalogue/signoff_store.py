@@ -71,7 +71,8 @@ class SignoffRecords:
         the same transaction (the audit entry: both are filed or neither).
         """
         with self.write_lock() as c:
-            row = c.execute(select(runs.c.revision, runs.c.stopped_ns).where(runs.c.id == run_id)).first()
+            row = c.execute(select(runs.c.revision, runs.c.stopped_ns).where(runs.c.id == run_id)
+                            .with_for_update()).first()  # filings of the run wait (or are seen)
             if row is None:
                 raise RunError(f"no run {run_id}", 404)
             if row.stopped_ns is None:
@@ -173,7 +174,7 @@ def _approval(conn: Connection, run_id: int, revision: int) -> dict | None:
 
 
 def _run_for_change(conn: Connection, run_id: int):
-    row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+    row = conn.execute(select(runs).where(runs.c.id == run_id).with_for_update()).mappings().first()
     if row is None:
         raise RunError(f"no run {run_id}", 404)
     return row

@@ -283,7 +283,7 @@ class Catalogue(SignoffRecords, AlarmRecords):
         try:
             with self.engine.begin() as conn:
                 cid = _filed_cycle(conn, uid, c.rig, c.t_ns)
-                if _approved_ids(conn, _run_ids(conn, cycles, cid, values)):
+                if _approved_ids(conn, _locked(conn, _run_ids(conn, cycles, cid, values))):
                     if _unchanged(conn, cycles, cid, values):
                         return cid  # a replay of what was approved: nothing changes
                     raise ResultLockedError(f"cycle {c.cycle_no} of run {values['run_id']} ({uid}) was not filed: the "
@@ -407,7 +407,7 @@ class Catalogue(SignoffRecords, AlarmRecords):
         try:
             with self.engine.begin() as c:
                 got = c.execute(find).scalar()
-                if _approved_ids(c, _run_ids(c, artifacts, got, values)):
+                if _approved_ids(c, _locked(c, _run_ids(c, artifacts, got, values))):
                     if _unchanged(c, artifacts, got, values):
                         return got  # a replay of what was approved
                     raise ResultLockedError(f"artifact {a.name} of run {values['run_id']} ({uid}) was not filed: the "
@@ -464,6 +464,18 @@ def _unchanged(conn: Connection, table: Table, row_id: int | None, values: dict)
         return json.dumps(json.loads(json.dumps(dict(d), default=float)), sort_keys=True)
 
     return row is not None and canon(row) == canon(values)
+
+
+def _locked(conn: Connection, run_ids: list[int]) -> list[int]:
+    """Hold the runs' rows (PostgreSQL ``FOR SHARE``) until the filing commits.
+
+    A signature, which takes them ``FOR UPDATE``, waits for the filing, or the filing waits for the
+    signature and then sees it. SQLite needs nothing: one writer at a time, and a snapshot that
+    moved refuses the write.
+    """
+    if run_ids and conn.dialect.name == "postgresql":
+        conn.execute(select(runs.c.id).where(runs.c.id.in_(run_ids)).with_for_update(read=True))
+    return run_ids
 
 
 def _approved_ids(conn: Connection, run_ids: list[int]) -> set[int]:
