@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.auth import QA, Engineer, Operator
 from api.deps import ServiceDep, catalogue_of
+from api.inputs import printable, printable_extra
 from api.views import CycleOut, RunOut, SweepRow, cycle_out, run_out
 from daq.catalogue.runs import RunError
 from daq.reports.certificate import ReportError, rig_fallbacks
@@ -61,10 +62,12 @@ class RunStart(BaseModel):
     @field_validator("rig", "operator", "part_number", "lot", "serial", "notes")
     @classmethod
     def _printable(cls, v: str) -> str:
-        bad = [c for c in v if ord(c) < 32 and c not in "\n\t"]
-        if bad:
-            raise ValueError(f"control character {bad[0]!r} is not allowed")
-        return v
+        return printable(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _printable_extra(cls, v: dict[str, str]) -> dict[str, str]:
+        return printable_extra(v)
 
 
 class RunPage(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.auth import QA, Engineer
 from api.deps import ServiceDep, catalogue_of
+from api.inputs import printable, printable_extra
 from api.views import RunOut, run_out
 from daq.catalogue.audit import AuditTrail
 from daq.catalogue.signatures import SigningError, sign_run
@@ -25,14 +26,6 @@ router = APIRouter(prefix="/api/runs", tags=["sign-off"])
 
 RunId = Annotated[int, Path(ge=1, le=2**62, description="run id")]
 Text = Annotated[str, Field(max_length=200)]
-
-
-def _printable(v: str | None) -> str | None:
-    if v is not None:
-        bad = [c for c in v if ord(c) < 32 and c not in "\n\t"]
-        if bad:
-            raise ValueError(f"control character {bad[0]!r} is not allowed")
-    return v
 
 
 class SignatureIn(BaseModel):
@@ -51,7 +44,7 @@ class SignatureIn(BaseModel):
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        _printable(v)
+        printable(v)
         if not v.strip():
             raise ValueError("a signature needs a reason (why approved or rejected)")
         return v.strip()
@@ -89,7 +82,12 @@ class MetadataIn(BaseModel):
     @field_validator("operator", "part_number", "lot", "serial", "notes")
     @classmethod
     def _plain(cls, v: str | None) -> str | None:
-        return _printable(v)
+        return printable(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _plain_extra(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return printable_extra(v)
 
     def changes(self) -> dict:
         """The fields given."""
@@ -107,7 +105,7 @@ class RevisionIn(MetadataIn):
     @field_validator("reason")
     @classmethod
     def _reason(cls, v: str) -> str:
-        _printable(v)
+        printable(v)
         if not v.strip():
             raise ValueError("a revision needs a reason")
         return v.strip()

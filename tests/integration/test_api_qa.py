@@ -144,6 +144,9 @@ def test_bad_input_is_422_with_a_message(api):
         ("POST", "/api/runs", {"rig": "press-01", "operator": "x" * 201}),
         ("POST", "/api/runs", {"rig": "press-01", "colour": "red"}),
         ("POST", "/api/runs", {"rig": "press-01", "notes": "bell\x07"}),
+        ("POST", "/api/runs", {"rig": "press-01", "extra": {"customer": "nul\x00"}}),
+        ("POST", "/api/runs", {"rig": "press-01", "extra": {"cust\x1bomer": "ACME"}}),
+        ("PATCH", f"/api/runs/{api.run_id}", {"extra": {"customer": "nul\x00"}}),
         ("GET", "/api/runs?limit=0", None),
         ("GET", "/api/runs?since=yesterday", None),
         ("GET", f"/api/cycles/{api.cycle_id}/curve?format=xml", None),
@@ -154,6 +157,8 @@ def test_bad_input_is_422_with_a_message(api):
         r = api.http.request(method, path, json=body, headers=h)
         assert r.status_code == 422, (path, body, r.status_code)
         assert r.json()["detail"], r.text
+        if body and "extra" in body:
+            assert "extra" in r.json()["detail"] and "control character" in r.json()["detail"], r.text
     r = api.http.post("/api/runs", headers=h, content=b"{not json", )
     assert r.status_code == 422
 
