@@ -8,7 +8,9 @@ expected false-alarm rate, the overall verdict, the SHA-256 of the report's own 
 the QA signatures.
 
 ``content_sha256`` is the SHA-256 of the report's JSON content (sorted keys, no whitespace)
-without that field and without ``signatures``, so anyone can check it from the JSON. The
+without that field, without ``signatures`` and without the software's own wording (``issuer``,
+``method.description``, ``spc.method``, ``spc.false_alarm_basis``: an upgrade that rewords them
+keeps a signed certificate's hash), so anyone can check it from the JSON. The
 signatures sit outside the hashed content because they sign that hash: each names the hash
 it signed, and the certificate says whether that is this content (a signature of an older
 revision is shown as such).
@@ -43,8 +45,11 @@ from daq.reports.records import artifact_dict, cycle_dict, iso, known_kind, run_
 
 #: rows of the PDF's per-cycle table per reportlab Table (about a page): each is laid out once
 ROWS_PER_TABLE = 30
-#: outside the hashed content
+#: outside the hashed content: the hash itself and the signatures of it
 UNHASHED = ("content_sha256", "signatures")
+#: the software's own words, also outside the hash (paths into the content): an upgrade that only
+#: rewords them (or changes the issuing version) leaves a signed certificate's hash as it was
+WORDING = (("issuer",), ("method", "description"), ("spc", "method"), ("spc", "false_alarm_basis"))
 INSTRUMENT_FIELDS = ("channel", "device", "serial", "model", "sensitivity", "unit", "calibrated_on", "due_on",
                      "certificate", "status")
 SPREAD_NAME = {"I-MR": "moving range", "Xbar-R": "range", "Xbar-S": "standard deviation"}
@@ -186,20 +191,34 @@ def build_report(catalogue: Catalogue, run_id: int, rigs: dict | None = None) ->
         "artifacts": [artifact_dict(a) for a in arts],
         "overall_verdict": overall,
     }
-    canonical = _canonical(content)
-    content = json.loads(canonical)  # plain JSON types, exactly what the hash covers
+    content = json.loads(_canonical(content))  # plain JSON types, exactly what the hash covers
     # (dumping the loaded content again gives the same bytes: JSON floats round-trip exactly)
-    content["content_sha256"] = hashlib.sha256(canonical).hexdigest()
+    content["content_sha256"] = content_hash(content)
     sigs = json.loads(json.dumps(catalogue.signatures_of_run(run_id), default=str))
     content["signatures"] = [dict(s, signs_this_content=s.get("content_sha256") == content["content_sha256"])
                              for s in sigs]
     return content
 
 
-def verify_content_hash(report: dict) -> bool:
-    """Whether a report's ``content_sha256`` matches its content (everything but the hash and the signatures)."""
+def content_hash(report: dict) -> str:
+    """SHA-256 of a report's content: all of it but :data:`UNHASHED` and the software's :data:`WORDING`."""
     body = {k: v for k, v in report.items() if k not in UNHASHED}
-    return hashlib.sha256(_canonical(body)).hexdigest() == report.get("content_sha256")
+    for path in WORDING:
+        *parents, leaf = path
+        node = body
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            if parents:  # copy the branch, never change the report
+                body[parents[0]] = node = {k: v for k, v in node.items() if k != leaf}
+            else:
+                body.pop(leaf)
+    return hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def verify_content_hash(report: dict) -> bool:
+    """Whether a report's ``content_sha256`` matches its content (see :func:`content_hash`)."""
+    return content_hash(report) == report.get("content_sha256")
 
 
 # -- JSON ----------------------------------------------------------------------------------------------

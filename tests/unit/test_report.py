@@ -98,6 +98,13 @@ def test_the_content_hash_leaves_out_the_signatures_they_sign_it(filed):
          "signed_ns": T0 + 3 * DAY, "content_sha256": report["content_sha256"], "signs_this_content": True}]
     assert not verify_content_hash(dict(signed, overall_verdict="ok"))  # the content is still covered
     assert verify_content_hash(dict(signed, signatures=[]))  # the signatures are not
+    # nor the software's own wording: an upgrade that rewords it keeps the signed hash …
+    reworded = dict(signed, issuer="rigdaq 9.9", method=dict(signed["method"], description="other words"),
+                    spc=dict(signed["spc"], method="other words", false_alarm_basis="other words"))
+    assert verify_content_hash(reworded) and signed["issuer"] != "rigdaq 9.9"
+    # … while what the software computed is covered, down to one analysis version or control limit
+    assert not verify_content_hash(dict(signed, method=dict(signed["method"], analysis_versions=["x"])))
+    assert not verify_content_hash(dict(signed, spc=dict(signed["spc"], center=signed["spc"]["center"] + 1)))
     csv_text = render_csv(signed).decode()
     assert "signature 2,meaning,approved" in csv_text and "signature 2,reason,all blows within limits" in csv_text
     assert f"signature 2,content_sha256,{report['content_sha256']}" in csv_text
