@@ -79,13 +79,17 @@ def new_alarm(rig: str, source: str, key: str, priority: str, message: str, t_ns
                  message=message, state=ACTIVE_UNACKED, raised_ns=t_ns)
 
 
-def reraise(a: Alarm, message: str) -> Alarm:
-    """The condition of an open alarm is there (again): ``cleared_unacked`` → ``active_unacked``."""
+def reraise(a: Alarm, message: str, priority: str | None = None) -> Alarm:
+    """The condition of an open alarm is there (again): ``cleared_unacked`` → ``active_unacked``.
+
+    ``priority``: the condition's priority now (a stale device that went down is high), if it changed.
+    """
     if a.state == CLEARED:
         raise AlarmError(f"alarm {a.id or a.uid} is closed: the condition makes a new alarm")
+    priority = priority or a.priority
     if a.state == CLEARED_UNACKED:
-        return dataclasses.replace(a, state=ACTIVE_UNACKED, cleared_ns=None, message=message)
-    return dataclasses.replace(a, message=message)
+        return dataclasses.replace(a, state=ACTIVE_UNACKED, cleared_ns=None, message=message, priority=priority)
+    return dataclasses.replace(a, message=message, priority=priority)
 
 
 def clear(a: Alarm, t_ns: int) -> Alarm:

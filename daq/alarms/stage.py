@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from daq.alarms.model import ACTIVE, Alarm, new_alarm
+from daq.alarms.model import ACTIVE, PRIORITIES, Alarm, new_alarm
 from daq.alarms.webhook import WebhookNotifier
 from daq.calibration import status_of, today_utc
 from daq.events import Event
@@ -195,6 +196,8 @@ class AlarmStage:
             del self._since[key]
         for key, (rig, source, priority, message) in now.items():
             if key in self.active:
+                if self.active[key].priority != priority:  # stale → down, due soon → overdue: escalate
+                    self.reprioritise(key, priority, message)
                 continue
             if t - self._since.setdefault(key, t) >= self.ON_DELAY_S.get(source, 0.0):
                 self.raise_(key, rig, source, priority, message)
@@ -218,6 +221,20 @@ class AlarmStage:
         if self.notifier is not None:
             self.notifier.notify(a)
         return a
+
+    def reprioritise(self, key: str, priority: str, message: str) -> None:
+        """The condition of an active alarm changed priority: its alarm (same one, same state) takes it."""
+        old = self.active[key]
+        a = new_alarm(old.rig, old.source, key, priority, message, time.time_ns())  # filed onto the open one
+        self.active[key] = dataclasses.replace(old, priority=priority, message=message)
+        self._file(AlarmRaised(a))
+        log.warning("alarm (%s, was %s) %s: %s", priority, old.priority, key, message)
+        self.service.bus.publish(Event("alarm", message, rig=old.rig,
+                                       level="error" if priority == "high" else "warning",
+                                       fields={"key": key, "priority": priority, "source": old.source,
+                                               "state": old.state, "was": old.priority}))
+        if self.notifier is not None and PRIORITIES.index(priority) < PRIORITIES.index(old.priority):
+            self.notifier.notify(self.active[key])  # more urgent now: as a new alarm of that priority
 
     def clear(self, key: str) -> None:
         """The condition of ``key`` went."""

@@ -39,11 +39,12 @@ class AlarmRecords:
                         return Alarm(**dict(values, id=got)), True
                     continue  # opened meanwhile by another writer
                 old = _alarm_of(row)
-                new = reraise(old, a.message)
+                new = reraise(old, a.message, a.priority)
                 if new == old:
                     return old, False
                 done = c.execute(alarms.update().where(and_(alarms.c.id == old.id, alarms.c.state == old.state))
-                                 .values(state=new.state, cleared_ns=new.cleared_ns, message=new.message)).rowcount
+                                 .values(state=new.state, cleared_ns=new.cleared_ns, message=new.message,
+                                         priority=new.priority)).rowcount
                 if done:
                     return new, old.state != new.state
         raise RuntimeError(f"alarm {a.key}: the open alarm of this key keeps changing")

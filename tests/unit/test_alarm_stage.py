@@ -110,6 +110,30 @@ def test_stale_storage_spool_and_calibration_sources():
         "spool:node-a": "", "storage:node-a": ""}
 
 
+def test_a_stale_device_that_goes_down_escalates_its_one_alarm_to_high():
+    svc = _service()
+    sent, clock = [], Clock()
+    stage, filed = _stage(svc, sent, clock)
+    svc.acquisitions[0].status.state = "stale"
+    stage.scan()
+    clock.t += 2.0
+    stage.scan()
+    svc.acquisitions[0].status.state, svc.acquisitions[0].status.last_error = "down", "connection refused"
+    stage.scan()  # the same condition, worse: the one alarm takes the new priority, no on-delay again
+    stage.scan()
+    assert _summary(filed) == [
+        ("AlarmRaised", "device:press-01/press01_amp", "medium", "press-01/press01_amp is stale: its values stopped "
+                                                                 "moving"),
+        ("AlarmRaised", "device:press-01/press01_amp", "high", "press-01/press01_amp is down: connection refused")]
+    assert filed[0].alarm.uid != filed[1].alarm.uid  # filed onto the open alarm of the key (the catalogue's rule)
+    assert [(e.kind, e.fields.get("priority"), e.fields.get("was")) for e in svc.bus.events] == [
+        ("alarm", "medium", None), ("alarm", "high", "medium")]
+    assert [(a.key, a.priority) for a in sent] == [("device:press-01/press01_amp", "medium"),
+                                                   ("device:press-01/press01_amp", "high")]
+    assert stage.active["device:press-01/press01_amp"].priority == "high"
+    assert stage.active["device:press-01/press01_amp"].uid == filed[0].alarm.uid
+
+
 def test_an_overdue_calibration_is_a_medium_alarm():
     stage, filed = _stage(_service(due_on="2026-11-20"))
     stage.scan()
