@@ -357,13 +357,21 @@ function connect(name, st) {
 async function loadLayout(name, st) {
   if (st.layout || st.layoutLoading) return;
   st.layoutLoading = true;
+  let problem = "";
   try {
     const r = await fetch(`api/rigs/${encodeURIComponent(name)}/layout`);
     if (r.status === 401) { location.reload(); return; }
     if (r.ok) applyLayout(st, await r.json());
+    else problem = `HTTP ${r.status}`;
+  } catch (e) {   // one rig's trouble never stops the others' cards
+    problem = String(e);
   } finally {
     st.layoutLoading = false;
   }
+  let note = st.card.querySelector(".layout-problem");
+  if (!note) { note = h("div", "layout-problem"); st.card.append(note); }
+  note.textContent = problem ? `cannot show this rig's values yet (layout: ${problem}); retrying` : "";
+  note.hidden = !problem;
 }
 
 async function refreshRigs() {

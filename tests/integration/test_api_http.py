@@ -58,7 +58,7 @@ async def test_api_serves_health_rigs_and_changing_latest_values(tmp_path, influ
             r = await http.get("/api/rigs/press-02/latest")
             assert r.status_code == 404 and "press-01" in r.json()["detail"]
             page = await http.get("/")
-            assert page.status_code == 200 and "rigdaq" in page.text and '<script src="/static/page.js">' in page.text
+            assert page.status_code == 200 and "rigdaq" in page.text and '<script src="static/page.js">' in page.text
             login = await http.get("/", headers={"Authorization": ""})
             assert login.status_code == 401 and "API key" in login.text
             by_cookie = await http.get("/", headers={"Authorization": "", "Cookie": f"rigdaq_key={keys['qa']}"})
