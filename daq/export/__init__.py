@@ -12,10 +12,11 @@ cycles, in the format a tool opens.
 | ``csv`` | pyarrow | pandas ``read_csv(comment="#")``, spreadsheets |
 
 Samples stream from the line InfluxDB (:mod:`.source`) into the file batch by batch
-(:mod:`.hdf5`, :mod:`.tdms`, :mod:`.mdf4`, :mod:`.tables`), so memory stays flat however
-long the run. :func:`export_run` does it in this process (``daq export``);
-:func:`export_in_worker` in a child process (the API: the service's interpreter and memory
-stay out of it).
+(:mod:`.hdf5`, :mod:`.tdms`, :mod:`.mdf4`, :mod:`.tables`), so the samples' share of memory
+does not grow with the run; the cycles do: they are held in memory (a few hundred bytes per
+cycle) and Parquet writes them into its footer metadata (JSON) in one piece.
+:func:`export_run` does it in this process (``daq export``); :func:`export_in_worker` in a
+child process (the API: the service's interpreter and memory stay out of it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,7 +43,17 @@ FORMATS: dict[str, tuple[str, str, str, str]] = {
     "csv": ("daq.export.tables", "CsvExportWriter", ".csv", "text/csv"),
 }
 
-__all__ = ["FORMATS", "ExportError", "ExportPlan", "export_in_worker", "export_run", "plan_for"]
+__all__ = ["FORMATS", "ExportError", "ExportPlan", "export_in_worker", "export_run", "plan_for", "worker_timeout_s"]
+
+#: the API worker's timeout: at least this long …
+MIN_WORKER_TIMEOUT_S = 600.0
+#: … or this many times the run's span (an export reads far faster than the run recorded)
+WORKER_TIMEOUT_PER_RUN_S = 2.0
+
+
+def worker_timeout_s(span_ns: int) -> float:
+    """How long the API's worker may take for a run spanning ``span_ns``: max(600 s, 2 × the span)."""
+    return max(MIN_WORKER_TIMEOUT_S, WORKER_TIMEOUT_PER_RUN_S * max(int(span_ns), 0) / 1e9)
 
 
 @dataclass
@@ -100,38 +112,44 @@ def export_run(plan: ExportPlan, catalogue=None) -> dict:
     """Write the run to ``plan.output``; a summary (samples per device, cycles, bytes).
 
     ExportError: 404 no such run, 502 InfluxDB failed; OSError when the file cannot be
-    written. A failed export leaves no file behind.
+    written (IsADirectoryError when ``plan.output`` is a directory). The file is written under
+    a temporary name next to it and moved into place when complete: a failed export leaves no
+    file behind (and an existing file at ``plan.output`` as it was).
     """
     from daq.catalogue import Catalogue
     from daq.export.source import InfluxRunReader, load_run
 
+    out = Path(plan.output)
+    if out.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(out))
     own = catalogue is None
     cat = catalogue or Catalogue(plan.catalogue_url)
     reader = InfluxRunReader(plan.influx, window_s=plan.window_s)
-    out = Path(plan.output)
+    part = out.with_name(f".{out.name}.{os.getpid()}.part")
     writer = None
     try:
         info = load_run(cat, reader, plan.run_id, plan.rigs)
-        writer = _writer(plan.format)(out, info)
-        counts = {}
-        for dev in info.devices:
-            writer.begin(dev)
-            n = 0
-            for batch in reader.batches(dev, info.meta["rig"], plan.run_id, info.meta["start_ns"],
-                                        info.meta["stop_ns"]):
-                writer.write(dev, batch)
-                n += batch.num_rows
-            writer.end(dev)
-            counts[dev.name] = n
-        writer.close()
-        writer = None
-    except BaseException:
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.abort()
+        try:
+            writer = _writer(plan.format)(part, info)
+            counts = {}
+            for dev in info.devices:
+                writer.begin(dev)
+                n = 0
+                for batch in reader.batches(dev, info.meta["rig"], info.meta["start_ns"], info.meta["stop_ns"]):
+                    writer.write(dev, batch)
+                    n += batch.num_rows
+                writer.end(dev)
+                counts[dev.name] = n
+            w, writer = writer, None
+            w.close()
+            os.replace(part, out)
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.abort()
             with contextlib.suppress(OSError):
-                out.unlink()
-        raise
+                part.unlink()
+            raise
     finally:
         reader.close()
         if own:
@@ -140,17 +158,26 @@ def export_run(plan: ExportPlan, catalogue=None) -> dict:
             "cycles": len(info.cycles), "bytes": out.stat().st_size}
 
 
-async def export_in_worker(plan: ExportPlan, timeout_s: float = 3600.0) -> dict:
-    """:func:`export_run` in a child process (``python -m daq.export``): its summary; ExportError on failure."""
+async def export_in_worker(plan: ExportPlan, timeout_s: float = MIN_WORKER_TIMEOUT_S) -> dict:
+    """:func:`export_run` in a child process (``python -m daq.export``): its summary; ExportError on failure.
+
+    After ``timeout_s`` (see :func:`worker_timeout_s`) the worker is killed and ExportError(504) says to
+    export on the command line instead.
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "daq.export", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(plan.to_json().encode()), timeout_s)
-    except (TimeoutError, asyncio.CancelledError):
+    except BaseException as e:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        if isinstance(e, TimeoutError):
+            raise ExportError(
+                f"the export of run {plan.run_id} took longer than {timeout_s:.0f} s and was stopped; export it "
+                f"on the service's machine instead: daq export {plan.run_id} --format {plan.format} -o FILE",
+                504) from None
         raise
     if proc.returncode != 0:
         try:

@@ -18,8 +18,10 @@ asammdf writes appended and extended samples to a temporary file, not to memory,
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -102,9 +104,18 @@ class Mdf4Writer(Writer):
                                    encoding=_encoding(col)))
             self.mdf.append(sigs, acq_name="cycles", comment="cycles", common_timebase=True)
         # asammdf gives a file without the .mf4 suffix one; save under that, then move it into place
-        saved = self.mdf.save(self.path.with_name(self.path.name + ".part.mf4"), overwrite=True, compression=2)
-        self.mdf.close()
-        os.replace(saved, self.path)
+        part = saved = self.path.with_name(self.path.name + ".part.mf4")
+        try:
+            saved = self.mdf.save(part, overwrite=True, compression=2)
+            self.mdf.close()
+            os.replace(saved, self.path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.mdf.close()
+            for left in {part, Path(saved)}:
+                with contextlib.suppress(OSError):
+                    left.unlink()
+            raise
 
     def abort(self) -> None:  # noqa: D102
         self.mdf.close()

@@ -3,13 +3,23 @@
 Samples are read per device (InfluxDB measurement) in time windows of ``window_s``
 seconds, each window one InfluxQL query answered as CSV in chunks (``chunked=true``), which
 pyarrow's streaming CSV reader turns into record batches of a few MB: however long the run,
-no more than one batch per device is held at a time.
+no more than one batch of samples is held at a time. The run's cycles are read whole from
+the catalogue and held in memory (a few hundred bytes per cycle): that, not the samples,
+is what grows with the run.
 
-The query names every field of the measurement (``SHOW FIELD KEYS``) and filters on the
-run's tags (``rig`` and ``run``) and its time span, so a sample comes back exactly as it was
-written: int64 nanosecond time, floats bit for bit (InfluxDB prints the shortest
-round-trip form), integers, booleans and strings with their InfluxDB types. A sample that
-lacks a field (a failed poll, a NaN the writer left out) has a null there.
+A run's samples are selected by the rig (tag ``rig``) and the run's time span
+[start, stop], both ends included; not by the ``run`` tag. The storage writer tags samples
+in bus order, so samples timed inside the run that reached storage just before its
+``run_start`` event or just after its ``run_stop`` event carry no run tag; only one run can
+be active per rig, so the rig and the span identify the run's samples. Windows are
+``time >= lo AND time < hi``, the last one ``time <= stop``: a sample on a window edge is
+read once.
+
+The query names every field of the measurement (``SHOW FIELD KEYS``), so a sample comes
+back exactly as it was written: int64 nanosecond time, floats bit for bit (InfluxDB prints
+the shortest round-trip form), integers, booleans and strings with their InfluxDB types. A
+sample that lacks a field (a failed poll, a NaN the writer left out) has a null there.
+Units come from the rig file as it is now (the run's recorded config holds no units).
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ CYCLE_KEYS = ("cycle_no", "t_ns", "end_ns", "verdict", "reasons", "metrics", "sa
 
 @dataclass
 class Channel:
-    """One field of a device: its name, InfluxDB type and unit (from the rig file; "" if it names none)."""
+    """One field of a device: its name, InfluxDB type and unit (from the current rig file; "" if it names none)."""
 
     name: str
     influx_type: str
@@ -129,7 +139,7 @@ class InfluxRunReader:
     def __init__(self, target: InfluxTarget, window_s: float = 30.0, chunk_rows: int = 20_000,
                  block_bytes: int = 1 << 20):
         self.target = target
-        self.window_ns = int(window_s * 1e9)
+        self.window_ns = max(1, round(window_s * 1e9))
         self.chunk_rows = chunk_rows
         self.block_bytes = block_bytes
         auth = httpx.BasicAuth(target.username, target.password or "") if target.username else None
@@ -139,8 +149,9 @@ class InfluxRunReader:
         """Close the connection pool."""
         self._http.close()
 
-    def _where(self, rig: str, run_id: int) -> str:
-        return f"rig = {_quote_str(rig)} AND run = {_quote_str(str(run_id))}"
+    @staticmethod
+    def _where(rig: str) -> str:
+        return f"rig = {_quote_str(rig)}"  # not the run tag: see the module docstring
 
     def _get(self, q: str, **extra) -> httpx.Response:
         try:
@@ -161,9 +172,9 @@ class InfluxRunReader:
                 rows.extend(s["values"])
         return rows
 
-    def measurements(self, rig: str, run_id: int) -> list[str]:
-        """The measurements holding samples tagged with the run (not ``events`` or ``cycles``)."""
-        names = [r[0] for r in self._rows(f"SHOW MEASUREMENTS WHERE {self._where(rig, run_id)}")]
+    def measurements(self, rig: str) -> list[str]:
+        """The measurements holding samples of the rig, any time (not ``events`` or ``cycles``)."""
+        names = [r[0] for r in self._rows(f"SHOW MEASUREMENTS WHERE {self._where(rig)}")]
         return [n for n in names if n not in NOT_DEVICES]
 
     def field_types(self, measurement: str) -> dict[str, str]:
@@ -173,9 +184,9 @@ class InfluxRunReader:
             seen.setdefault(name, set()).add(typ)
         return {name: common_type(types) for name, types in seen.items()}
 
-    def present_fields(self, measurement: str, rig: str, run_id: int, start_ns: int, stop_ns: int) -> set[str]:
-        """The fields with at least one value in the run (a measurement's other fields belong to other runs)."""
-        q = (f"SELECT count(*) FROM {_quote_ident(measurement)} WHERE {self._where(rig, run_id)} "
+    def present_fields(self, measurement: str, rig: str, start_ns: int, stop_ns: int) -> set[str]:
+        """The fields with at least one value of the rig in [start_ns, stop_ns] (other fields belong to other runs)."""
+        q = (f"SELECT count(*) FROM {_quote_ident(measurement)} WHERE {self._where(rig)} "
              f"AND time >= {int(start_ns)} AND time <= {int(stop_ns)}")
         results = self._get(q).json().get("results", [])
         present = set()
@@ -188,9 +199,11 @@ class InfluxRunReader:
                                    if c.startswith("count_") and v)
         return present
 
-    def batches(self, device: Device, rig: str, run_id: int, start_ns: int, stop_ns: int
-                ) -> Iterator[pa.RecordBatch]:
-        """The device's samples in the run, oldest first: record batches of ``time`` (int64 ns) and channels."""
+    def batches(self, device: Device, rig: str, start_ns: int, stop_ns: int) -> Iterator[pa.RecordBatch]:
+        """The device's samples of the rig in [start_ns, stop_ns], oldest first: ``time`` (int64 ns) and channels.
+
+        Windows ``time >= lo AND time < hi``, the last ``time >= lo AND time <= stop_ns``: each sample once.
+        """
         names = ["name", "tags", "time"] + [f"c{i}" for i in range(len(device.channels))]
         types = {"time": pa.int64(), **{f"c{i}": ch.arrow_type for i, ch in enumerate(device.channels)}}
         convert = pacsv.ConvertOptions(column_types=types, include_columns=list(types), null_values=[""],
@@ -199,12 +212,12 @@ class InfluxRunReader:
         schema = pa.schema([pa.field("time", pa.int64())]
                            + [pa.field(ch.name, ch.arrow_type) for ch in device.channels])
         fields = ",".join(_quote_ident(ch.name) for ch in device.channels)
-        where = self._where(rig, run_id)
-        lo = start_ns
+        where = self._where(rig)
+        lo, stop_ns = int(start_ns), int(stop_ns)
         while lo <= stop_ns:
-            hi = min(lo + self.window_ns, stop_ns + 1)
-            q = (f"SELECT {fields} FROM {_quote_ident(device.name)} WHERE {where} "
-                 f"AND time >= {lo} AND time < {hi}")
+            hi = lo + self.window_ns
+            upper = f"time < {hi}" if hi <= stop_ns else f"time <= {stop_ns}"
+            q = f"SELECT {fields} FROM {_quote_ident(device.name)} WHERE {where} AND time >= {lo} AND {upper}"
             yield from self._window(q, names, convert, parse, schema)
             lo = hi
 
@@ -247,7 +260,9 @@ class InfluxRunReader:
 def load_run(cat: Catalogue, reader: InfluxRunReader, run_id: int, rigs: dict[str, dict]) -> RunInfo:
     """The run's metadata, devices (with channel types and units) and cycles; ExportError(404) if no such run.
 
-    ``rigs``: rig name → {"kind": …, "devices": {device: {channel: unit}}} from the service file.
+    ``rigs``: rig name → {"kind": …, "devices": {device: {channel: unit}}} from the service file (the
+    rig file as it is now: the run's recorded config, :func:`daq.catalogue.runs.run_config`, has no units).
+    The cycles are read whole (a few hundred bytes each).
     """
     run = cat.run(run_id)
     if run is None:
@@ -261,10 +276,10 @@ def load_run(cat: Catalogue, reader: InfluxRunReader, run_id: int, rigs: dict[st
             "start": _iso(run.started_ns), "stop": _iso(stop_ns), "rigdaq_version": __version__}
     units = rig_cfg.get("devices", {})
     devices = []
-    for name in reader.measurements(run.rig, run_id):
-        present = reader.present_fields(name, run.rig, run_id, run.started_ns, stop_ns)
+    for name in reader.measurements(run.rig):
+        present = reader.present_fields(name, run.rig, run.started_ns, stop_ns)
         if not present:
-            continue  # tagged with the run, but outside its span
+            continue  # a device of the rig with no sample in the run's span
         types = {k: v for k, v in reader.field_types(name).items() if k in present}
         dev_units = units.get(name, {})
         order = [c for c in dev_units if c in types] + sorted(c for c in types if c not in dev_units)

@@ -1,10 +1,13 @@
 """`daq export` and GET /api/runs/{id}/export against a real influxd: every format read back with its own library.
 
 Two devices of the shipped press rig are written into influxd through the project's line-protocol
-serializer, tagged with a run filed in the catalogue (with two cycles): the force amplifier at
-10 kHz (floats bit for bit, the integer sample counter) and the PLC at 50 Hz (floats, integers,
-bits, a string, and reads that failed: fields missing from some samples). Samples just outside
-the run's span, of another run and of no run are written too and must not come out.
+serializer, for a run filed in the catalogue (with two cycles): the force amplifier at 10 kHz
+(floats bit for bit, the integer sample counter; a sample exactly at the run's start, one exactly
+at its stop) and the PLC at 50 Hz (floats, integers, bits, a string, and reads that failed: fields
+missing from some samples). Most samples carry the run's tag; the first and last few do not (they
+reached storage before the run_start or after the run_stop event) and must come out too. Samples
+of the rig just outside the run's span (start - 1, stop + 1) and of another rig inside the span
+(even tagged with the run's id) are written too and must not come out.
 """
 
 from __future__ import annotations
@@ -59,9 +62,14 @@ def _plc(t_ns: np.ndarray) -> Block:
     return Block("press01_plc", t_ns, chans, valid=valid)
 
 
-def _lines(block: Block, run: str | None) -> bytes:
-    tags = {"rig": "press-01", **({"run": run} if run else {})}
+def _lines(block: Block, run: str | None, rig: str = "press-01") -> bytes:
+    tags = {"rig": rig, **({"run": run} if run else {})}
     return block_bytes(block.device, tags, block)[0]
+
+
+def _part(block: Block, sl: slice) -> Block:
+    return Block(block.device, block.t_ns[sl], {k: v[sl] for k, v in block.channels.items()},
+                 valid={k: v[sl] for k, v in block.valid.items()} if block.valid else None)
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +92,23 @@ def exported(tmp_path_factory, influxd):
                                    version="press-1.0", samples_sha256=f"{no:064x}", run=str(run.id),
                                    kind="screw_press", end_ns=T0 + int(b * 1e9)))
     cat.close()
-    t_amp = T0 + np.arange(N_AMP, dtype=np.int64) * 100_000 + 17  # 10 kHz, 17 ns after the start
+    # 10 kHz from exactly the start, and one sample exactly at the stop
+    t_amp = np.append(T0 + np.arange(N_AMP, dtype=np.int64) * 100_000, STOP)
     t_plc = T0 + np.arange(N_PLC, dtype=np.int64) * 20_000_000
     amp, plc = _amp(t_amp, 1), _plc(t_plc)
-    outside = _amp(np.array([T0 - 1, STOP + 1], dtype=np.int64), 2)  # before and after the run, tagged
-    other = _amp(t_amp[:10] + 50, 3)  # the earlier run's tag, inside the span
-    untagged = _amp(t_amp[:10] + 60, 4)
+    before = _amp(np.array([T0 - 1], dtype=np.int64), 2)  # the rig, just before the run (the earlier run's)
+    after = _amp(np.array([STOP + 1], dtype=np.int64), 2)  # the rig, just after the run, untagged
+    other_rig = _amp(t_amp[:10] + 50, 3)  # another rig inside the span, even with this run's tag
+    rid = str(run.id)
 
     async def write():
         client = InfluxV1Client(influxd.url, database)
         await client.create_database()
-        body = b"".join([_lines(amp, str(run.id)), _lines(plc, str(run.id)), _lines(outside, str(run.id)),
-                         _lines(other, "1"), _lines(untagged, None)])
+        # the first and last samples reached storage before run_start / after run_stop: no run tag
+        body = b"".join([_lines(_part(amp, slice(0, 5)), None), _lines(_part(amp, slice(5, -5)), rid),
+                         _lines(_part(amp, slice(-5, None)), None), _lines(_part(plc, slice(0, 3)), None),
+                         _lines(_part(plc, slice(3, None)), rid), _lines(before, "1"), _lines(after, None),
+                         _lines(other_rig, rid, rig="press-02")])
         await client.write(body)
         await client.aclose()
 
@@ -231,7 +244,7 @@ def test_parquet_as_pandas_sees_it(exported):
     amp, plc, run = exported["amp"], exported["plc"], exported["run"]
     path = exported["files"]["parquet"]
     df = pq.read_table(path).to_pandas()
-    assert df["device"].tolist() == ["press01_plc"] * N_PLC + ["press01_amp"] * N_AMP
+    assert df["device"].tolist() == ["press01_plc"] * N_PLC + ["press01_amp"] * (N_AMP + 1)
     assert str(df["time"].dtype) == "datetime64[ns, UTC]"
     a = df[df.device == "press01_amp"]
     _same(a["time"].astype("int64").to_numpy(), amp.t_ns)
@@ -288,20 +301,29 @@ def test_csv_as_pandas_sees_it(exported):
     assert p["recipe"].tolist() == plc.channels["recipe"].tolist()
 
 
-def test_small_windows_and_chunks_give_the_same_samples(exported):
-    """The reader's windows and CSV blocks cut anywhere: the samples are the same, none twice, none lost."""
+@pytest.mark.parametrize("window_s", [0.01, 0.0123])
+def test_small_windows_and_chunks_give_the_same_samples(exported, window_s):
+    """The reader's windows and CSV blocks cut anywhere: the samples are the same, none twice, none lost.
+
+    With 10 ms windows every window edge from the start to 290 ms, and the stop, falls exactly on a sample.
+    """
     s = exported["settings"].storage.influxdb
     from daq.export.source import Channel, Device
 
     dev = Device("press01_amp", [Channel("force_2", "float"), Channel("sample", "integer")])
-    reader = InfluxRunReader(InfluxTarget(s.url, exported["database"]), window_s=0.0123, chunk_rows=7,
+    reader = InfluxRunReader(InfluxTarget(s.url, exported["database"]), window_s=window_s, chunk_rows=7,
                              block_bytes=4096)
     try:
-        batches = list(reader.batches(dev, "press-01", exported["run"].id, T0, STOP))
+        batches = list(reader.batches(dev, "press-01", T0, STOP))
     finally:
         reader.close()
     assert len(batches) > 30
     t = np.concatenate([b.column(0).to_numpy() for b in batches])
+    assert len(t) == N_AMP + 1 and t[0] == T0 and t[-1] == STOP and len(np.unique(t)) == len(t)
+    if window_s == 0.01:
+        edges = T0 + np.arange(0, 91, dtype=np.int64) * 10_000_000
+        on_edges = edges[np.isin(edges, t)]
+        assert len(on_edges) == 31 and on_edges[-1] == STOP  # T0, T0 + 10 ms, …, T0 + 290 ms, and the stop
     _same(t, exported["amp"].t_ns)
     _same(np.concatenate([b.column(1).to_numpy() for b in batches]), exported["amp"].channels["force_2"])
 
@@ -320,7 +342,7 @@ def test_cli_errors(exported, capsys):
     assert "rigdaq: cannot write" in capsys.readouterr().err
 
 
-def test_api_export(exported, tmp_path):
+def test_api_export(exported, tmp_path, monkeypatch):
     """The route, as QA downloads it, from the running service (its worker process writes the file)."""
     settings = exported["settings"]
     st = ServiceThread(settings)
@@ -345,5 +367,26 @@ def test_api_export(exported, tmp_path):
             assert (r.status_code, r.json()["detail"]) == (404, "no run 999")
             r = http.get(f"/api/runs/{run_id}/export", params={"format": "xlsx"}, headers=bearer(keys["qa"]))
             assert r.status_code == 422 and "format" in r.json()["detail"]
+            # both export slots taken (as by two long exports): the next request waits briefly, then 503
+            import asyncio
+
+            import api.routes.export as route
+
+            monkeypatch.setattr(route, "SLOT_WAIT_S", 0.2)
+            st.server.app.state.export_slots = asyncio.Semaphore(0)
+            r = http.get(f"/api/runs/{run_id}/export", params={"format": "csv"}, headers=bearer(keys["qa"]))
+            assert r.status_code == 503 and r.headers["retry-after"] == "60"
+            assert r.json()["detail"] == (f"2 exports are running already; try again in a minute, or export on "
+                                          f"the service's machine: daq export {run_id} --format csv -o FILE")
+            st.server.app.state.export_slots = None
+            r = http.get(f"/api/runs/{run_id}/export", params={"format": "csv"}, headers=bearer(keys["qa"]))
+            assert r.status_code == 200
+            import time
+
+            for _ in range(100):  # the spool dir goes once the file is sent (a background task)
+                if not list((settings.data_dir / "exports").iterdir()):
+                    break
+                time.sleep(0.02)
+            assert list((settings.data_dir / "exports").iterdir()) == []
     finally:
         st.stop()

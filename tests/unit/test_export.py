@@ -171,3 +171,110 @@ def test_plan_refuses_what_it_cannot_read(tmp_path):
         plan_for(load_settings(tmp_path / "b.toml"), 1, "xlsx", "x.xlsx")
     assert (e.value.status, str(e.value)) == (
         422, "no export format 'xlsx'; formats are hdf5, tdms, mdf4, parquet, csv")
+
+
+class _FailingReader:
+    """An InfluxRunReader whose InfluxDB fails after the first batch of each device."""
+
+    def __init__(self, target, window_s=30.0):
+        pass
+
+    def batches(self, dev, rig, start_ns, stop_ns):
+        yield _batches()[dev.name][0]
+        raise ExportError("InfluxDB at x failed mid-export: ReadTimeout")
+
+    def close(self):
+        pass
+
+
+def _plan(fmt, output):
+    from daq.export import ExportPlan
+    from daq.export.plan import InfluxTarget
+
+    return ExportPlan(7, fmt, str(output), "sqlite://", InfluxTarget("http://127.0.0.1:1", "db"))
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "tdms", "mdf4", "parquet", "csv"])
+def test_a_failed_export_leaves_no_file_behind(tmp_path, monkeypatch, fmt):
+    import daq.export.source as source
+    from daq.export import export_run
+
+    monkeypatch.setattr(source, "InfluxRunReader", _FailingReader)
+    monkeypatch.setattr(source, "load_run", lambda *a: RunInfo(dict(META), [DEV_A, DEV_B], CYCLES))
+    with pytest.raises(ExportError, match="mid-export"):
+        export_run(_plan(fmt, tmp_path / "new.out"), catalogue=object())
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "old.out").write_bytes(b"an earlier export")  # -o over an existing file: it stays as it was
+    with pytest.raises(ExportError, match="mid-export"):
+        export_run(_plan(fmt, tmp_path / "old.out"), catalogue=object())
+    assert [p.name for p in tmp_path.iterdir()] == ["old.out"] and (tmp_path / "old.out").read_bytes() == (
+        b"an earlier export")
+
+
+def test_export_to_a_directory_leaves_nothing(tmp_path, monkeypatch):
+    import daq.export.source as source
+    from daq.export import export_run
+
+    monkeypatch.setattr(source, "load_run", lambda *a: RunInfo(dict(META), [DEV_A, DEV_B], CYCLES))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError):
+        export_run(_plan("hdf5", tmp_path / "d"), catalogue=object())
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and list((tmp_path / "d").iterdir()) == []
+
+
+def test_mdf4_leaves_no_part_file_when_the_move_fails(tmp_path, monkeypatch):
+    import daq.export.mdf4 as mdf4
+
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(mdf4.os, "replace", refuse)
+    with pytest.raises(PermissionError):
+        _write(Mdf4Writer, tmp_path / "x.mf4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_worker_timeout_grows_with_the_run():
+    from daq.export import worker_timeout_s
+
+    assert worker_timeout_s(60 * 10**9) == 600.0
+    assert worker_timeout_s(8 * 3600 * 10**9) == 2 * 8 * 3600.0
+
+
+def test_sweep_removes_only_stale_spool_dirs(tmp_path):
+    import os
+
+    from api.routes.export import sweep
+
+    now = 1_800_000_000.0
+    spool = tmp_path / "exports"
+    for name in ("run-1-old", "run-2-fresh", "run-3-kept", "other"):
+        (spool / name).mkdir(parents=True)
+        (spool / name / "f").write_bytes(b"x")
+    for name, age in (("run-1-old", 7200), ("run-2-fresh", 60), ("run-3-kept", 7200), ("other", 7200)):
+        for p in (spool / name / "f", spool / name):
+            os.utime(p, (now - age, now - age))
+    os.utime(spool / "run-2-fresh", (now - 7200, now - 7200))  # an old dir whose file is still being written
+    sweep(spool, {spool / "run-3-kept"}, now=now)
+    assert sorted(p.name for p in spool.iterdir()) == ["other", "run-2-fresh", "run-3-kept"]
+
+
+def test_a_worker_that_takes_too_long_is_killed_and_gives_504(monkeypatch):
+    import asyncio
+
+    from daq.export import export_in_worker
+
+    real = asyncio.create_subprocess_exec
+    started = []
+
+    async def sleeper(*args, **kw):  # a child that never answers, instead of the export worker
+        proc = await real("sleep", "30", **kw)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", sleeper)
+    with pytest.raises(ExportError) as e:
+        asyncio.run(export_in_worker(_plan("tdms", "x.tdms"), timeout_s=0.2))
+    assert e.value.status == 504
+    assert "daq export 7 --format tdms -o FILE" in str(e.value)
+    assert started[0].returncode is not None  # killed and reaped
