@@ -77,6 +77,7 @@ def sign_run(catalogue: Catalogue, keys: KeyStore, run_id: int, *, key: str, mea
     if reviewed_sha256 is not None and reviewed_sha256 != content:
         raise SigningError(f"the certificate changed since you reviewed it: you reviewed content sha256 "
                            f"{reviewed_sha256}, it is {content} now; review it again", 409)
+
     def record(conn, sig: dict) -> None:  # in the signature's own transaction
         AuditTrail(catalogue).append(info.name, "signature", f"run {run_id}", conn=conn,
                                      details={k: v for k, v in sig.items() if k not in ("run_id", "signed_at")})

@@ -57,6 +57,31 @@ def two(url):
 
 
 # -- the catalogue ------------------------------------------------------------------------------
+def test_two_nodes_raising_one_condition_at_once_get_one_alarm(two):
+    """Both insert at the same moment (a barrier): the database's one-open-alarm-per-key index refuses
+    one insert, and that node files onto the alarm the other opened."""
+    import threading
+
+    a, b = two
+    for attempt in range(5):
+        key = f"device:press-01/amp{attempt}"
+        barrier, got = threading.Barrier(2), []
+
+        def raise_(cat, uid, key=key, barrier=barrier, got=got):
+            barrier.wait()
+            got.append(cat.raise_alarm(new_alarm("press-01", "device", key, "high", f"down ({uid})", T0, uid=uid)))
+
+        threads = [threading.Thread(target=raise_, args=(c, f"{attempt}-{n}")) for n, c in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(activated for _, activated in got) == [False, True], got
+        assert len({alarm.id for alarm, _ in got}) == 1
+        assert [x.key for x in a.open_alarms() if x.key == key] == [key]
+    assert len(a.open_alarms()) == 5
+
+
 def test_one_open_alarm_per_key_and_its_lifecycle_as_stored(two):
     a, b = two
     first = new_alarm("press-01", "device", "device:press-01/press01_amp", "high", "down", T0, uid="u-1")

@@ -271,3 +271,21 @@ def test_a_run_start_or_stop_and_its_audit_entries_are_filed_together_or_not_at_
     _, rows = AuditTrail(cat).entries(newest_first=False)
     assert [(r["action"], r["target"]) for r in rows] == [("run_start", f"run {run.id}"), ("run_stop", f"run {run.id}")]
     assert rows[1]["details"] == {"stopped_ns": T0 + 10} and AuditTrail(cat).verify().ok
+
+
+def test_a_certificate_that_changes_while_it_is_signed_is_not_signed(cat):
+    """The content hash is computed again under the signing's lock: a change that slipped in between
+    the signer's look and the lock refuses the signature, and nothing is filed or recorded."""
+    run = cat.start_run("press-01", T0, lot="L1")
+    cat.stop_run(run.id, T0 + 10)
+    with pytest.raises(RunError) as refused:
+        cat.add_signature(run.id, 1, signer="Ann QA", role="qa", key_id=1, meaning="approved", reason="ok",
+                          signed_ns=T0 + 20, content_sha256="aa" * 32, recheck=lambda: "bb" * 32,
+                          record=lambda conn, sig: AuditTrail(cat).append("Ann QA", "signature", "x", conn=conn))
+    assert refused.value.status == 409
+    assert str(refused.value) == (f"the certificate changed since you reviewed it: content sha256 {'aa' * 32} "
+                                  f"became {'bb' * 32}; review it again")
+    assert cat.signatures_of_run(run.id) == [] and AuditTrail(cat).entries()[0] == 0
+    got = cat.add_signature(run.id, 1, signer="Ann QA", role="qa", key_id=1, meaning="approved", reason="ok",
+                            signed_ns=T0 + 30, content_sha256="aa" * 32, recheck=lambda: "aa" * 32)
+    assert [s["id"] for s in cat.signatures_of_run(run.id)] == [got["id"]] and cat.approval(run.id)["id"] == got["id"]
