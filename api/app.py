@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from api.auth import COOKIE, identify
 from api.routes import alarms, audit, cycles, health, keys, live, metrics, rigs, runs, signatures
@@ -66,6 +67,13 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s", request.url.path)
         return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    @app.exception_handler(OperationalError)
+    async def _catalogue_away(request: Request, exc: OperationalError) -> JSONResponse:
+        first = str(exc.orig if exc.orig is not None else exc).splitlines()[0][:200]
+        log.warning("catalogue unavailable serving %s: %s", request.url.path, first)
+        return JSONResponse({"detail": f"the catalogue is unavailable ({first}); try again shortly"},
+                            status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

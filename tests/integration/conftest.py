@@ -64,3 +64,11 @@ def postgres_url(postgres):
     postgres.admin(f'CREATE DATABASE "{name}"')
     yield postgres.url(name)
     postgres.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    """A new, empty catalogue database of each kind: a SQLite file, and a database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/catalogue.sqlite"
+    return request.getfixturevalue("postgres_url")

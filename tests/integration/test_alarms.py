@@ -41,13 +41,6 @@ pytestmark = pytest.mark.timeout(120)
 T0 = 1_795_000_000_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/catalogue.sqlite"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def two(url):
     a, b = Catalogue(url), Catalogue(url)

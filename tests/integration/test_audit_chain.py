@@ -32,13 +32,6 @@ DAQ = [sys.executable, "-m", "daq.cli"]
 T0 = 1_700_000_000_000_000_000
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/catalogue.sqlite"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def cat(url):
     c = Catalogue(url)

@@ -269,3 +269,23 @@ def test_daq_sign_from_the_command_line(api):
                                                    "RIGDAQ_KEY\n")
     assert _actions(api, f"run {rid}") == [("test-engineer", "run_start"), ("test-engineer", "run_stop"),
                                            ("test-engineer", "signature_failed"), ("test-qa", "signature")]
+
+
+def test_a_locked_catalogue_is_a_503_with_retry_after_not_a_500(api):
+    """Another process holds the SQLite catalogue's write lock past the busy timeout: writes get 503."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    path = make_url(api.service.settings.catalogue_url).database
+    hold = sqlite3.connect(path, timeout=1, isolation_level=None)
+    hold.execute("BEGIN EXCLUSIVE")
+    try:
+        r = api.http.post("/api/keys", headers=_h(api, "admin"), json={"name": "while locked", "role": "operator"})
+    finally:
+        hold.execute("ROLLBACK")
+        hold.close()
+    assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+    assert r.json()["detail"] == "the catalogue is unavailable (database is locked); try again shortly"
+    again = api.http.post("/api/keys", headers=_h(api, "admin"), json={"name": "after the lock", "role": "operator"})
+    assert again.status_code == 201, again.text
