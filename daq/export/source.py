@@ -185,8 +185,12 @@ class InfluxRunReader:
         return {name: common_type(types) for name, types in seen.items()}
 
     def present_fields(self, measurement: str, rig: str, start_ns: int, stop_ns: int) -> set[str]:
-        """The fields with at least one value of the rig in [start_ns, stop_ns] (other fields belong to other runs)."""
-        q = (f"SELECT count(*) FROM {_quote_ident(measurement)} WHERE {self._where(rig)} "
+        """The fields with at least one value of the rig in [start_ns, stop_ns] (other fields belong to other runs).
+
+        ``first(*)``, not ``count(*)``: a field's first value in the span is found at the start of its
+        first block (0.09 s for a 10-minute, 20 kHz × 14-field run), counting decodes every block (25 s).
+        """
+        q = (f"SELECT first(*) FROM {_quote_ident(measurement)} WHERE {self._where(rig)} "
              f"AND time >= {int(start_ns)} AND time <= {int(stop_ns)}")
         results = self._get(q).json().get("results", [])
         present = set()
@@ -195,8 +199,8 @@ class InfluxRunReader:
                 raise ExportError(f"InfluxDB refused {q!r}: {res['error']}")
             for s in res.get("series", []):
                 for values in s["values"]:
-                    present.update(c[len("count_"):] for c, v in zip(s["columns"], values, strict=True)
-                                   if c.startswith("count_") and v)
+                    present.update(c[len("first_"):] for c, v in zip(s["columns"], values, strict=True)
+                                   if c.startswith("first_") and v is not None)
         return present
 
     def batches(self, device: Device, rig: str, start_ns: int, stop_ns: int) -> Iterator[pa.RecordBatch]:
