@@ -135,7 +135,8 @@ class Service:
         node = self.settings.mqtt.node if self.settings.mqtt else default_node()
         try:
             await self.catalogue_writer.call(AuditTrail(self.catalogue).append, "service", action, f"node {node}",
-                                             details={"role": self.role, "node": node, "version": __version__})
+                                             details={"role": self.role, "node": node, "version": __version__},
+                                             patient=False)
         except Exception as e:  # the service runs on; the trail shows the gap as a missing start/stop
             log.error("audit: cannot record %s: %s: %s", action, type(e).__name__, e)
 

@@ -78,11 +78,14 @@ class AuditTrail:
         self.catalogue = catalogue
 
     def append(self, actor: str, action: str, target: str, *, before: dict | None = None,
-               after: dict | None = None, details: dict | None = None, conn: Connection | None = None) -> int:
+               after: dict | None = None, details: dict | None = None, conn: Connection | None = None,
+               patient: bool = True) -> int:
         """Append one entry; its number. Serialised with every other append, on any node.
 
         ``conn``: a transaction of the caller's holding :meth:`Catalogue.write_lock`, to record a
-        change in the same transaction as the change itself (both or neither); else one of its own.
+        change in the same transaction as the change itself (both or neither); else one of its own,
+        which, ``patient``, tries again a few times when SQLite stays locked past its busy timeout
+        (a request can wait; the service's own entries at stop and the catalogue writer cannot).
         """
         body = dict(details or {})
         if before is not None:
@@ -92,7 +95,7 @@ class AuditTrail:
         text = canonical(body)
         if conn is not None:
             return _append(conn, actor, action, target, text)
-        for wait_s in (*BUSY_RETRIES_S, None):
+        for wait_s in (*(BUSY_RETRIES_S if patient else ()), None):
             try:
                 with self.catalogue.write_lock(LOCK_KEY) as c:
                     return _append(c, actor, action, target, text)

@@ -423,7 +423,8 @@ class Catalogue(SignoffRecords, AlarmRecords):
         try:
             AuditTrail(self).append("service", "result_refused", f"run {run_id}",
                                     details={"result": what, "message": message,
-                                             "refused": json.loads(json.dumps(values, default=str))})
+                                             "refused": json.loads(json.dumps(values, default=str))},
+                                    patient=False)  # on the catalogue writer's thread: never stall it
         except Exception:  # the refusal itself is reported by the caller
             log.exception("audit: cannot record the refusal of %s", what)
 
