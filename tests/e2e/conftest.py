@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from tests.integration.conftest import influxd, postgres  # noqa: F401  (fixtures)
+from tests.integration.helpers import running_press
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -18,6 +19,15 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--headless"])
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, influxd):  # noqa: F811  (influxd: the imported fixture)
+    """The simulated press with its API and one key per role, for a module's page tests
+    (a module with another rig file defines its own)."""
+    st = running_press(tmp_path_factory.mktemp("e2e"), influxd.url)
+    yield st
+    st.stop()
 
 
 def signed_in_page(running, browser, role: str = "operator"):

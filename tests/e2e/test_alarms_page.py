@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from playwright.sync_api import expect
 
 from daq.catalogue.audit import AuditTrail
 from tests.e2e.conftest import signed_in_page
-from tests.integration.helpers import running_press
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory, influxd):
-    st = running_press(tmp_path_factory.mktemp("e2e-alarms"), influxd.url)
-    yield st
-    st.stop()
 
 
 def test_an_alarm_appears_is_acknowledged_on_the_page_and_clears(running, browser):

@@ -9,14 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.conftest import signed_in_page
-from tests.integration.helpers import bearer, check_press_verdict, running_press
-
-
-@pytest.fixture(scope="module")
-def running(tmp_path_factory, influxd):
-    st = running_press(tmp_path_factory.mktemp("e2e"), influxd.url)
-    yield st
-    st.stop()
+from tests.integration.helpers import bearer, check_press_verdict
 
 
 def test_operator_signs_in_and_sees_live_values_and_the_verdict(running, browser):
