@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 __all__ = ["main"]
 
 
+def _config_option(p: argparse.ArgumentParser) -> None:
+    """``--config FILE`` or the file as the last argument (:func:`daq.cli.common._catalogue` takes either)."""
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``daq`` console script."""
     parser = argparse.ArgumentParser(prog="daq", description="rigdaq test-data acquisition")
@@ -70,22 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reviewed", default=None, metavar="SHA256",
                    help="the certificate content sha256 you reviewed: refused if it changed since")
     p.add_argument("--key", default=None, help="your API key, qa or admin (default: $RIGDAQ_KEY)")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+    _config_option(p)
     p.set_defaults(func=cmd_sign)
     p = sub.add_parser("audit", help="the audit trail: verify its hash chain")
     aus = p.add_subparsers(dest="action", required=True)
     a = aus.add_parser("verify", help="exit 0 if intact, 1 naming the first altered, deleted or inserted entry")
-    a.add_argument("--config", default=DEFAULT_CONFIG)
-    a.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+    _config_option(a)
     p.set_defaults(func=cmd_audit)
     p = sub.add_parser("export", help="write a run's samples, units, metadata and cycles for engineers' tools")
     p.add_argument("run_id", type=int)
     p.add_argument("--format", required=True, choices=["hdf5", "tdms", "mdf4", "parquet", "csv"],
                    help="hdf5 (h5py, MATLAB), tdms (DIAdem, LabVIEW), mdf4 (asammdf, CANape), parquet (pandas), csv")
     p.add_argument("-o", "--output", required=True, help="file to write")
-    p.add_argument("--config", default=DEFAULT_CONFIG)
-    p.add_argument("config_file", nargs="?", metavar="CONFIG", help="service file (instead of --config)")
+    _config_option(p)
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("runs", help="start, stop or list runs on the running service")
     rs = p.add_subparsers(dest="action", required=True)

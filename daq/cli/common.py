@@ -54,7 +54,7 @@ def masked_url(url: str) -> str:
 def _catalogue(args):
     from daq.catalogue import Catalogue
 
-    settings = _load(args.config)
+    settings = _load(getattr(args, "config_file", None) or args.config)  # the positional file wins
     if settings is None:
         return None, None
     try:

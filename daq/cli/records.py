@@ -150,7 +150,6 @@ def cmd_sign(args) -> int:
     if not key:
         print("rigdaq: signing needs your API key (qa or admin): --key KEY or RIGDAQ_KEY", file=sys.stderr)
         return EXIT_CONFIG
-    args.config = args.config_file or args.config
     settings, cat = _catalogue(args)
     if cat is None:
         return EXIT_CONFIG
@@ -171,7 +170,6 @@ def cmd_audit(args) -> int:
     """Check the audit trail's hash chain: exit 0 intact, 1 naming the first broken entry."""
     from daq.catalogue.audit import AuditTrail
 
-    args.config = args.config_file or args.config
     _, cat = _catalogue(args)
     if cat is None:
         return EXIT_CONFIG
@@ -190,7 +188,6 @@ def cmd_export(args) -> int:
     """Write every channel of a run, with units, metadata and cycles, as HDF5, TDMS, MDF4, Parquet or CSV."""
     from daq.export import ExportError, export_run, plan_for
 
-    args.config = args.config_file or args.config
     settings, cat = _catalogue(args)
     if cat is None:
         return EXIT_CONFIG
