@@ -1,6 +1,10 @@
-"""Checks shared by request bodies: text a certificate and the audit trail can hold."""
+"""Checks and conversions shared by requests: text a certificate and the audit trail can hold, time filters."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def printable(v: str | None) -> str | None:
@@ -21,3 +25,13 @@ def printable_extra(v: dict[str, str] | None) -> dict[str, str] | None:
         except ValueError as e:
             raise ValueError(f"extra[{name!r}]: {e}") from None
     return v
+
+
+def epoch_ns(when: datetime | None) -> int | None:
+    """A query's time filter in ns since the epoch (naive times are UTC), clamped to int64; None for None."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    ns = (when - EPOCH) // timedelta(microseconds=1) * 1000  # exact (a float would be off by ~100 ns)
+    return max(-(2**63), min(ns, 2**63 - 1))  # any date filters; the database holds int64

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -11,11 +11,11 @@ from pydantic import BaseModel
 
 from api.auth import QA
 from api.deps import ServiceDep, catalogue_of
+from api.inputs import epoch_ns
 from daq.catalogue.audit import AuditTrail
 from daq.reports.records import iso
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class AuditEntry(BaseModel):
@@ -53,13 +53,6 @@ class AuditCheck(BaseModel):
     head_sha256: str
 
 
-def _ns(when: datetime | None) -> int | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    ns = (when - EPOCH) // timedelta(microseconds=1) * 1000  # exact (a float would be off by ~100 ns)
-    return max(-(2**63), min(ns, 2**63 - 1))
 
 
 @router.get("", summary="The audit trail", response_model=AuditPage)
@@ -76,7 +69,8 @@ async def audit(service: ServiceDep, who: QA,
     """Entries filtered by action, actor, target and time; newest first unless ``order=oldest``."""
     cat = catalogue_of(service)
     total, rows = await asyncio.to_thread(AuditTrail(cat).entries, action=action, actor=actor, target=target,
-                                          since_ns=_ns(since), until_ns=_ns(until), limit=limit, offset=offset,
+                                          since_ns=epoch_ns(since), until_ns=epoch_ns(until), limit=limit,
+                                          offset=offset,
                                           newest_first=order == "newest")
     return AuditPage(total=total, limit=limit, offset=offset, order=order,
                      entries=[AuditEntry(**r, time=iso(r["t_ns"])) for r in rows])

@@ -7,7 +7,7 @@ import logging
 import os
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from api.auth import QA, Engineer, Operator
 from api.deps import ServiceDep, catalogue_of
-from api.inputs import printable, printable_extra
+from api.inputs import epoch_ns, printable, printable_extra
 from api.views import CycleOut, RunOut, SweepRow, cycle_out, run_out
 from daq.catalogue.runs import RunError
 from daq.reports.certificate import ReportError, rig_fallbacks
@@ -89,13 +89,6 @@ class CyclePage(BaseModel):
     cycles: list[CycleOut]
 
 
-def _ns(when: datetime | None) -> int | None:
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    ns = int(when.timestamp() * 1e9)
-    return max(-(2**63), min(ns, 2**63 - 1))  # any date filters; the database holds int64
 
 
 def _runs_or_503(service):
@@ -156,7 +149,7 @@ async def list_runs(service: ServiceDep, who: Operator,
                     offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> RunPage:
     """Runs, newest first, filtered by rig, part number, lot and start time; paginated."""
     cat = catalogue_of(service)
-    total, rows = await asyncio.to_thread(cat.list_runs, rig, part_number, lot, _ns(since), _ns(until),
+    total, rows = await asyncio.to_thread(cat.list_runs, rig, part_number, lot, epoch_ns(since), epoch_ns(until),
                                           limit, offset)
     return RunPage(total=total, limit=limit, offset=offset, runs=[run_out(r) for r in rows])
 
@@ -186,7 +179,8 @@ async def run_cycles(run_id: RunId, service: ServiceDep, who: QA,
     run = await asyncio.to_thread(cat.run, run_id)
     if run is None:
         raise HTTPException(404, f"no run {run_id}")
-    total, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, limit, offset, verdict, _ns(since), _ns(until))
+    total, rows = await asyncio.to_thread(cat.cycles_of_run, run_id, limit, offset, verdict, epoch_ns(since),
+                                          epoch_ns(until))
     return CyclePage(run=run_id, total=total, limit=limit, offset=offset, cycles=[cycle_out(r) for r in rows])
 
 
