@@ -98,18 +98,8 @@ class InfluxV2Client:
                               "from VictoriaMetrics, not from InfluxDB 2.x/3.x", "bad_data", 404)
         if r.status_code != 200:
             raise classify(r.status_code, r.text.strip()[:500], "InfluxDB v2 (export)")
-        prefix = measurement + "_"
-        fields: dict[str, list[tuple[list, list]]] = defaultdict(list)
-        try:
-            for line in r.content.splitlines():
-                if not line.strip():
-                    continue
-                s = orjson.loads(line)
-                metric = s["metric"].get("__name__", "")
-                field = metric[len(prefix):] if metric.startswith(prefix) else ""
-                if field and field not in CURVE_SKIP:
-                    fields[field].append((s["timestamps"], s["values"]))
-            return _line_up(fields, start_ms, end_ms)
+        try:  # megabytes of JSON lines for a blow: decoded off the event loop
+            return await asyncio.to_thread(_export_curve, r.content, measurement, start_ms, end_ms)
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # orjson's errors are ValueErrors
             raise InfluxError(f"{masked_url(self.url)}: unexpected /api/v1/export answer: {e}", "server",
                               r.status_code) from None
@@ -118,6 +108,21 @@ class InfluxV2Client:
         """Close the connection pools."""
         await self._http.aclose()
         await asyncio.to_thread(self._client.close)
+
+
+def _export_curve(content: bytes, measurement: str, start_ms: int, end_ms: int) -> Curve | None:
+    """``/api/v1/export``'s JSON lines for ``<measurement>_<field>`` series → one curve (see ``curve``)."""
+    prefix = measurement + "_"
+    fields: dict[str, list[tuple[list, list]]] = defaultdict(list)
+    for line in content.splitlines():
+        if not line.strip():
+            continue
+        s = orjson.loads(line)
+        metric = s["metric"].get("__name__", "")
+        field = metric[len(prefix):] if metric.startswith(prefix) else ""
+        if field and field not in CURVE_SKIP:
+            fields[field].append((s["timestamps"], s["values"]))
+    return _line_up(fields, start_ms, end_ms)
 
 
 _REGEX_SPECIAL = frozenset("\\.+*?()|[]{}^$")
