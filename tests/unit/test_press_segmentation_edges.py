@@ -270,3 +270,39 @@ def test_daq_analyse_reports_a_bounce_with_its_blow(tmp_path, capsys):
               "for 9.9 ms (peak 20000 kN)")
     # the same limits judged both blows; the bounced one has the bounce on top (and is nok for it)
     assert first["reasons"] == [*second["reasons"], reason] and first["verdict"] == "nok"
+
+
+def _plc_blocks(tracker: Staged, scans_ms, contact_ms: float) -> None:
+    """A PLC's 50 Hz scans (force and flywheel speed), speed 80 + 0.1·j rpm at scan j (20·j ms)."""
+    for ms in scans_ms:
+        j = ms // 20
+        f = 50_000.0 if contact_ms <= ms < contact_ms + 60 else 0.0
+        tracker.feed("press-01", Block("plc", np.array([T0 + ms * 1_000_000], np.int64),
+                                       {"force": np.array([f]), "flywheel_speed": np.array([80.0 + 0.1 * j])},
+                                       np.zeros(1, np.uint8)))
+
+
+@pytest.mark.parametrize("stalled", [False, True])
+def test_blow_energy_comes_from_a_fresh_speed_scan_or_is_not_measured(stalled):
+    # contact at sample 2 000 = 200 ms; the PLC scans every 20 ms, or stalled from 40 ms to 200 ms
+    t_ns, chans = recording(6_000, (2_000,))
+    bus = Bus()
+    tr = tracker(bus, limits={"efficiency": {"min": 0.1}})
+    _plc_blocks(tr, [ms for ms in range(0, 600, 20) if not (stalled and 40 < ms < 200)], 200)
+    feed(tr, t_ns, chans, 1_000)
+    c = bus.cycles()[1]
+    if not stalled:  # the scan before the PLC's own contact (180 ms, j = 9): 20 ms old
+        w = 80.9 * 2 * np.pi / 60
+        v = w * PARAMS.screw_lead_m / (2 * np.pi)
+        assert np.all(c.samples[1]["flywheel_speed"] == 80.9)
+        assert c.metrics["blow_energy_kJ"] == pytest.approx((0.5 * 52_000.0 * w**2 + 0.5 * 95_000.0 * v**2) / 1e3,
+                                                            rel=1e-12)
+        assert c.verdict == "ok" and c.reasons == []
+        return
+    # the scan before the PLC's contact is at 40 ms: 160 ms old, beyond speed_max_age_ms = 100
+    assert "flywheel_speed" not in c.samples[1]
+    assert c.metrics["blow_energy_kJ"] is None and c.metrics["efficiency"] is None
+    assert c.verdict == "nok" and c.reasons == [
+        "efficiency: no value to check against its limits",
+        "flywheel_speed: the scan of plc it would come from is 160 ms from the contact (more than "
+        "speed_max_age_ms = 100): blow energy and efficiency not measured"]

@@ -37,6 +37,9 @@ class PressSegmentation(Strict):
     min_contact_ms: float = Field(default=5.0, ge=0, description="shorter contacts are spikes")
     blows_per_part: int = Field(default=1, ge=0, description="multi-blow forging; 0: count by pause only")
     part_gap_s: float | None = Field(default=None, gt=0, description="a longer pause starts a new part")
+    speed_max_age_ms: float = Field(
+        default=100.0, gt=0, description="the flywheel speed scan a blow's energy is computed from may be "
+        "at most this much older than the contact; an older one (the polls stalled) leaves it unmeasured")
 
 
 class Envelope(Strict):

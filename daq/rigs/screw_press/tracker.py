@@ -62,8 +62,9 @@ class PressCycleTracker(ResultTracker):
 
     def __init__(self, rig: str, master: str, params: PressParams, limits: dict[str, dict[str, float]],
                  pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
-                 envelope: Envelope | None = None, rate_hz: float | None = None):
+                 envelope: Envelope | None = None, rate_hz: float | None = None, speed_max_age_s: float = 0.1):
         self.rig, self.master = rig, master
+        self.speed_max_age_ns = round(speed_max_age_s * 1e9)
         # a contact starting inside a blow's post-contact window is that blow's bounce, live and offline
         self.params = replace(params, bounce_window_s=post_s)
         self.limits, self.envelope = limits, envelope
@@ -152,13 +153,15 @@ class PressCycleTracker(ResultTracker):
                                                     {"cycle_time_s": lim})]
             c.verdict = "nok" if c.reasons else "ok"
 
-    def _speed_at_contact(self, key: str, contact_ns: int) -> float | None:
-        """Flywheel speed at contact start, from the device that reports it.
+    def _speed_at_contact(self, key: str, contact_ns: int) -> tuple[float, int] | None:
+        """Flywheel speed at contact start, from the device that reports it, and its age in ns.
 
         That device (the PLC) usually reports force too: its last scan before its own
         force crossed the threshold gives the speed at impact from one consistent source,
         whatever the offset between its clock and the stream's. Without force there, the
-        speed is interpolated at the stream's contact time.
+        speed is interpolated at the stream's contact time, and its age is that of the
+        last scan before it (or how far after it the first scan is). None when the device has
+        fewer than two scans.
         """
         ts, vs = self.series[key].arrays()
         if len(ts) < 2:
@@ -169,8 +172,10 @@ class PressCycleTracker(ResultTracker):
             if len(tf) == len(ts):
                 near = np.flatnonzero((tf >= contact_ns - 2 * self.pre_ns) & (f > self.params.contact_threshold_kN))
                 if len(near) and near[0] > 0:
-                    return float(vs[near[0] - 1])
-        return float(np.interp(contact_ns, ts, vs))
+                    return float(vs[near[0] - 1]), contact_ns - int(ts[near[0] - 1])
+        before = int(np.searchsorted(ts, contact_ns, side="right")) - 1
+        age = contact_ns - int(ts[before]) if before >= 0 else int(ts[0]) - contact_ns
+        return float(np.interp(contact_ns, ts, vs)), age
 
     def _lookback_ns(self) -> int:
         """How far before contact the ram speed's Savitzky–Golay window reaches (with margin)."""
@@ -220,10 +225,16 @@ class PressCycleTracker(ResultTracker):
             t_ns = device_time(t_ns, window.pop("sample"), self.rate_hz)
         chans = {"force": force, **window}
         speed = next((k for k in self.series if k.endswith(":flywheel_speed")), None)
-        if speed is not None:
-            omega_rpm = self._speed_at_contact(speed, contact_ns)
-            if omega_rpm is not None:
+        stale: list[str] = []
+        got = self._speed_at_contact(speed, contact_ns) if speed is not None else None
+        if got is not None:
+            omega_rpm, age_ns = got
+            if age_ns <= self.speed_max_age_ns:
                 chans["flywheel_speed"] = np.full(len(t_ns), omega_rpm)
+            else:  # a speed from before the polls stalled: the blow energy would be that much too low
+                stale = [f"flywheel_speed: the scan of {speed.split(':', 1)[0]} it would come from is "
+                         f"{age_ns / 1e6:.0f} ms from the contact (more than speed_max_age_ms = "
+                         f"{self.speed_max_age_ns / 1e6:g}): blow energy and efficiency not measured"]
         t_s = (t_ns - t_ns[0]) / 1e9
         # the blow that starts at this contact (the window may also hold the tail of an earlier one)
         r = next((b for b in analyse(t_s, chans, self.params) if b.start_s == t_s[at]), None)
@@ -238,7 +249,7 @@ class PressCycleTracker(ResultTracker):
         r.metrics["cycle_time_s"] = None  # known when the next accepted blow has been analysed
         bounces = bounce_reasons(r)
         judge(r, {k: v for k, v in self.limits.items() if k != "cycle_time_s"},
-              envelope_reasons(t_s, chans.get("position"), chans["force"], r, self.envelope) + bounces)
+              stale + envelope_reasons(t_s, chans.get("position"), chans["force"], r, self.envelope) + bounces)
         r.samples_sha256 = samples_hash(t_s, chans)  # of the window analysed, as archived
         start_ns = int(t_ns[at])  # exact: no float round trip of an epoch in ns
         prev = self.last
@@ -292,4 +303,5 @@ def press_tracker(rig, master: str) -> PressCycleTracker:
     seg = rig.segmentation
     rate = next((getattr(d, "sample_rate_hz", None) for d in rig.devices if d.name == master), None)
     return PressCycleTracker(rig.name, master, press_params(rig), rig.limit_dicts(),
-                             pre_s=seg.pre_s, post_s=seg.post_s, envelope=press_envelope(rig), rate_hz=rate)
+                             pre_s=seg.pre_s, post_s=seg.post_s, envelope=press_envelope(rig), rate_hz=rate,
+                             speed_max_age_s=seg.speed_max_age_ms / 1e3)
