@@ -134,7 +134,7 @@ def velocity_lookback(dt_s: float, window_s: float) -> int:
     return max(5, round(window_s / dt_s) | 1)
 
 
-def _ram_speed_m_s(time_s: np.ndarray, position_mm: np.ndarray, at: int, window_s: float) -> float:
+def ram_speed_m_s(time_s: np.ndarray, position_mm: np.ndarray, at: int, window_s: float) -> float:
     """Ram speed at sample ``at`` from a Savitzky–Golay derivative of position."""
     dt = float(np.median(np.diff(time_s)))
     w = velocity_lookback(dt, window_s)
@@ -182,7 +182,7 @@ def analyse(time_s: np.ndarray, channels: dict[str, np.ndarray], p: PressParams)
         if pos is not None:
             x = np.asarray(pos, dtype=np.float64)
             m["forming_energy_kJ"] = float(trapezoid(force[contact], x[contact])) / 1e3  # kN·mm = J
-            m["impact_velocity_m_s"] = _ram_speed_m_s(t, x, s, p.velocity_window_s)
+            m["impact_velocity_m_s"] = ram_speed_m_s(t, x, s, p.velocity_window_s)
         if speed is not None and p.flywheel_inertia_kg_m2 > 0:
             omega = float(speed[s]) * 2 * math.pi / 60
             v = omega * p.screw_lead_m / (2 * math.pi)

@@ -126,7 +126,9 @@ def running_press(tmp_path, influx_url: str) -> ServiceThread:
 # 50 Hz poll (+ a 5 ms image) early: the coasting flywheel is then up to 0.3 % slower, the blow
 # energy up to 0.6 % (15 kJ) lower and the efficiency that much higher. That 15 kJ is as large
 # as the ½mv² term (22 kJ), so the band cannot prove that term: the live tests check the
-# closed form against the archived speed exactly instead.
+# closed form against the archived speed exactly instead. A scan more than speed_max_age_ms
+# (100 ms) old, when the polls stalled before a blow, is carried to the contact by the ram's
+# speed change (tests/unit/test_press_segmentation_edges.py): then ±0.05 rpm, 3 kJ.
 PRESS_BANDS = {
     "peak_force_kN": (91_000.0, 104_000.0),
     "forming_energy_kJ": (2_280.0, 2_350.0),

@@ -272,37 +272,66 @@ def test_daq_analyse_reports_a_bounce_with_its_blow(tmp_path, capsys):
     assert first["reasons"] == [*second["reasons"], reason] and first["verdict"] == "nok"
 
 
+
+A_RAM = 0.8  # m/s²: the ram (and flywheel) still accelerating before contact, as early in a blow
+
+
+def _accelerating(n: int, b: int):
+    """One blow at sample ``b``; before it the ram accelerates at A_RAM to V at contact (x = 500 mm there)."""
+    t_ns, chans = recording(n, (b,))
+    tau_ms = (b - np.arange(b)) * DT_NS / 1e6
+    chans["position"][:b] = 500.0 - V * tau_ms + 0.5 * A_RAM * 1e-3 * tau_ms**2
+    return t_ns, chans
+
+
 def _plc_blocks(tracker: Staged, scans_ms, contact_ms: float) -> None:
-    """A PLC's 50 Hz scans (force and flywheel speed), speed 80 + 0.1·j rpm at scan j (20·j ms)."""
+    """A PLC's scans (force and flywheel speed) at the given ms after T0: 80 + 0.1·(ms/20) rpm."""
     for ms in scans_ms:
-        j = ms // 20
         f = 50_000.0 if contact_ms <= ms < contact_ms + 60 else 0.0
         tracker.feed("press-01", Block("plc", np.array([T0 + ms * 1_000_000], np.int64),
-                                       {"force": np.array([f]), "flywheel_speed": np.array([80.0 + 0.1 * j])},
+                                       {"force": np.array([f]), "flywheel_speed": np.array([80.0 + 0.1 * ms / 20])},
                                        np.zeros(1, np.uint8)))
 
 
-@pytest.mark.parametrize("stalled", [False, True])
-def test_blow_energy_comes_from_a_fresh_speed_scan_or_is_not_measured(stalled):
-    # contact at sample 2 000 = 200 ms; the PLC scans every 20 ms, or stalled from 40 ms to 200 ms
-    t_ns, chans = recording(6_000, (2_000,))
+def _blow_energy(rpm: float) -> float:
+    w = rpm * 2 * np.pi / 60
+    v = w * PARAMS.screw_lead_m / (2 * np.pi)
+    return (0.5 * 52_000.0 * w**2 + 0.5 * 95_000.0 * v**2) / 1e3
+
+
+# (contact sample, PLC scan times in ms after the stream's first sample, the scan used, how it is used)
+SPEED_CASES = {
+    # every 20 ms: the scan before the PLC's own contact (180 ms, 20 ms old), as the PLC showed it
+    "fresh": (2_000, range(0, 600, 20), 180, "as is"),
+    # the polls stalled from 80 ms to the contact at 200 ms: the 80 ms scan, carried 120 ms by the ram
+    "stalled": (2_000, [*range(0, 100, 20), *range(200, 600, 20)], 80, "carried"),
+    # stalled from before the stream's first sample: no ram speed to carry it by; 240 ms old: not measured
+    "stalled before the stream": (600, [-200, -180, *range(60, 400, 20)], -180, "not measured"),
+}
+
+
+@pytest.mark.parametrize("case", SPEED_CASES)
+def test_a_stale_flywheel_speed_scan_is_carried_to_contact_by_the_ram_or_not_measured(case):
+    b, scans, used_ms, how = SPEED_CASES[case]
+    t_ns, chans = _accelerating(b + 4_000, b)
     bus = Bus()
     tr = tracker(bus, limits={"efficiency": {"min": 0.1}})
-    _plc_blocks(tr, [ms for ms in range(0, 600, 20) if not (stalled and 40 < ms < 200)], 200)
+    _plc_blocks(tr, scans, b * DT_NS / 1e6)
     feed(tr, t_ns, chans, 1_000)
     c = bus.cycles()[1]
-    if not stalled:  # the scan before the PLC's own contact (180 ms, j = 9): 20 ms old
-        w = 80.9 * 2 * np.pi / 60
-        v = w * PARAMS.screw_lead_m / (2 * np.pi)
-        assert np.all(c.samples[1]["flywheel_speed"] == 80.9)
-        assert c.metrics["blow_energy_kJ"] == pytest.approx((0.5 * 52_000.0 * w**2 + 0.5 * 95_000.0 * v**2) / 1e3,
-                                                            rel=1e-12)
-        assert c.verdict == "ok" and c.reasons == []
+    rpm = 80.0 + 0.1 * used_ms / 20
+    if how == "not measured":
+        assert "flywheel_speed" not in c.samples[1]
+        assert c.metrics["blow_energy_kJ"] is None and c.metrics["efficiency"] is None
+        assert c.verdict == "nok" and c.reasons == [
+            "efficiency: no value to check against its limits",
+            "flywheel_speed: the scan of plc it would come from is 240 ms from the contact (more than "
+            "speed_max_age_ms = 100) and the ram's position does not reach back to it: blow energy and "
+            "efficiency not measured"]
         return
-    # the scan before the PLC's contact is at 40 ms: 160 ms old, beyond speed_max_age_ms = 100
-    assert "flywheel_speed" not in c.samples[1]
-    assert c.metrics["blow_energy_kJ"] is None and c.metrics["efficiency"] is None
-    assert c.verdict == "nok" and c.reasons == [
-        "efficiency: no value to check against its limits",
-        "flywheel_speed: the scan of plc it would come from is 160 ms from the contact (more than "
-        "speed_max_age_ms = 100): blow energy and efficiency not measured"]
+    if how == "carried":  # the ram gained A_RAM·Δt between scan and contact; the flywheel 60·Δv/lead rpm
+        rpm += 60.0 * A_RAM * (b * DT_NS / 1e6 - used_ms) / 1e3 / PARAMS.screw_lead_m
+    assert c.samples[1]["flywheel_speed"] == pytest.approx(np.full(len(c.samples[0]), rpm), rel=1e-9)
+    assert c.metrics["blow_energy_kJ"] == pytest.approx(_blow_energy(rpm), rel=1e-9)
+    assert c.metrics["impact_velocity_m_s"] == pytest.approx(V, rel=1e-9)
+    assert c.verdict == "ok" and c.reasons == []

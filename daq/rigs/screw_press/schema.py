@@ -38,9 +38,8 @@ class PressSegmentation(Strict):
     blows_per_part: int = Field(default=1, ge=0, description="multi-blow forging; 0: count by pause only")
     part_gap_s: float | None = Field(default=None, gt=0, description="a longer pause starts a new part")
     speed_max_age_ms: float = Field(
-        default=100.0, gt=0, description="the flywheel speed scan a blow's energy is computed from may be "
-        "at most this much older than the contact; an older one (the polls stalled) leaves it unmeasured")
-
+        default=100.0, gt=0, description="a flywheel speed scan further than this from the contact (stalled "
+        "polls) is carried to it by the ram's speed change, or the blow energy is not measured")
 
 class Envelope(Strict):
     """Force–position band for the contact: force must stay between min and max (kN over mm)."""

@@ -39,6 +39,7 @@ from analysis.press import (
     bounce_reasons,
     envelope_reasons,
     judge,
+    ram_speed_m_s,
     velocity_lookback,
 )
 from analysis.result import limit_reasons, samples_hash
@@ -59,6 +60,7 @@ class PressCycleTracker(ResultTracker):
 
     ANALYSIS_CHANNELS = ("force", "position", "force_1", "force_2", "force_3", "force_4")
     MARGIN_NS = 20_000_000  # more than the stream clock ever corrects: the window is cut by counter
+    CARRY_WINDOW_S = 0.05  # the ram speed that carries a stale flywheel speed scan to the contact
 
     def __init__(self, rig: str, master: str, params: PressParams, limits: dict[str, dict[str, float]],
                  pre_s: float = 0.3, post_s: float = 0.1, keep_s: float = 10.0,
@@ -153,15 +155,14 @@ class PressCycleTracker(ResultTracker):
                                                     {"cycle_time_s": lim})]
             c.verdict = "nok" if c.reasons else "ok"
 
-    def _speed_at_contact(self, key: str, contact_ns: int) -> tuple[float, int] | None:
-        """Flywheel speed at contact start, from the device that reports it, and its age in ns.
+    def _speed_scan(self, key: str, contact_ns: int) -> tuple[float, int] | None:
+        """The flywheel speed scan a blow's energy starts from: (rpm, its time in ns).
 
         That device (the PLC) usually reports force too: its last scan before its own
-        force crossed the threshold gives the speed at impact from one consistent source,
-        whatever the offset between its clock and the stream's. Without force there, the
-        speed is interpolated at the stream's contact time, and its age is that of the
-        last scan before it (or how far after it the first scan is). None when the device has
-        fewer than two scans.
+        force crossed the threshold, so the choice does not depend on how its clock and
+        the stream's line up. Without force there, its last scan at or before the
+        stream's contact (its first scan, if it has none before). None when the device
+        has fewer than two scans.
         """
         ts, vs = self.series[key].arrays()
         if len(ts) < 2:
@@ -172,10 +173,52 @@ class PressCycleTracker(ResultTracker):
             if len(tf) == len(ts):
                 near = np.flatnonzero((tf >= contact_ns - 2 * self.pre_ns) & (f > self.params.contact_threshold_kN))
                 if len(near) and near[0] > 0:
-                    return float(vs[near[0] - 1]), contact_ns - int(ts[near[0] - 1])
-        before = int(np.searchsorted(ts, contact_ns, side="right")) - 1
-        age = contact_ns - int(ts[before]) if before >= 0 else int(ts[0]) - contact_ns
-        return float(np.interp(contact_ns, ts, vs)), age
+                    return float(vs[near[0] - 1]), int(ts[near[0] - 1])
+        i = max(int(np.searchsorted(ts, contact_ns, side="right")) - 1, 0)
+        return float(vs[i]), int(ts[i])
+
+    def _ram_speed_at(self, at_ns: int) -> float | None:
+        """The ram's speed (m/s) at ``at_ns`` from the master stream's position, for carrying a scan.
+
+        Savitzky–Golay (quadratic, exact under constant acceleration) over the
+        ``CARRY_WINDOW_S`` before it: ten times the impact velocity's window, so the
+        gauge noise moves the difference of two such speeds by about 0.01 % of the ram's
+        speed (0.4 % over the impact velocity's 5 ms). None where the history does not
+        reach back that far.
+        """
+        if "position" not in self.series:
+            return None
+        reach = round(self.CARRY_WINDOW_S * 1e9)
+        ts, xs = self.series["position"].between(at_ns - reach, at_ns + 1)
+        if len(ts) < 5 or ts[0] > at_ns - reach * 9 // 10:
+            return None
+        return ram_speed_m_s((ts - ts[0]) / 1e9, xs, len(ts) - 1, self.CARRY_WINDOW_S)
+
+    def _speed_at_contact(self, key: str, contact_ns: int) -> tuple[float | None, str | None]:
+        """Flywheel speed (rpm) at contact start, or None and why it is not known.
+
+        The PLC's scan, as it showed it, when it is at most ``speed_max_age_ms`` from the
+        contact (one 50 Hz poll and its 5 ms image: the coasting flywheel then up to 0.3 %
+        slower). An older scan (the polls stalled before the blow) is carried to the
+        contact by what the ram's speed, from the stream's position, changed in between,
+        + 60·Δv/lead rpm, since screw and flywheel turn together (ω = 2π·v/lead at every
+        instant). Where the stream's position does not reach back to it either, the blow
+        energy is not measured: an older, slower flywheel would make it too low.
+        """
+        scan = self._speed_scan(key, contact_ns)
+        if scan is None:
+            return None, None
+        rpm, scan_ns = scan
+        age_ns = abs(contact_ns - scan_ns)
+        if age_ns <= self.speed_max_age_ns:
+            return rpm, None
+        v_scan, v_contact = self._ram_speed_at(scan_ns), self._ram_speed_at(contact_ns)
+        if v_scan is not None and v_contact is not None and math.isfinite(v_scan + v_contact):
+            return rpm + 60.0 * (v_contact - v_scan) / self.params.screw_lead_m, None
+        return None, (f"flywheel_speed: the scan of {key.split(':', 1)[0]} it would come from is "
+                      f"{age_ns / 1e6:.0f} ms from the contact (more than speed_max_age_ms = "
+                      f"{self.speed_max_age_ns / 1e6:g}) and the ram's position does not reach back "
+                      f"to it: blow energy and efficiency not measured")
 
     def _lookback_ns(self) -> int:
         """How far before contact the ram speed's Savitzky–Golay window reaches (with margin)."""
@@ -225,16 +268,10 @@ class PressCycleTracker(ResultTracker):
             t_ns = device_time(t_ns, window.pop("sample"), self.rate_hz)
         chans = {"force": force, **window}
         speed = next((k for k in self.series if k.endswith(":flywheel_speed")), None)
-        stale: list[str] = []
-        got = self._speed_at_contact(speed, contact_ns) if speed is not None else None
-        if got is not None:
-            omega_rpm, age_ns = got
-            if age_ns <= self.speed_max_age_ns:
-                chans["flywheel_speed"] = np.full(len(t_ns), omega_rpm)
-            else:  # a speed from before the polls stalled: the blow energy would be that much too low
-                stale = [f"flywheel_speed: the scan of {speed.split(':', 1)[0]} it would come from is "
-                         f"{age_ns / 1e6:.0f} ms from the contact (more than speed_max_age_ms = "
-                         f"{self.speed_max_age_ns / 1e6:g}): blow energy and efficiency not measured"]
+        omega_rpm, why = self._speed_at_contact(speed, contact_ns) if speed is not None else (None, None)
+        if omega_rpm is not None:
+            chans["flywheel_speed"] = np.full(len(t_ns), omega_rpm)
+        stale = [why] if why else []
         t_s = (t_ns - t_ns[0]) / 1e9
         # the blow that starts at this contact (the window may also hold the tail of an earlier one)
         r = next((b for b in analyse(t_s, chans, self.params) if b.start_s == t_s[at]), None)
