@@ -255,11 +255,9 @@ class Service:
                 if dev in self._resume_counters and counter > self._resume_counters[dev]:
                     self._resume_counters[dev] = counter
 
-    def _write_state(self, counters: dict[str, int] | None = None) -> None:
+    def _write_state(self) -> None:
         """Heartbeat plus, per stream, the last sample counter that is safely on disk."""
-        if counters is None:
-            counters = self.writer.safe_counters() if self.writer else {}
-        self.crash_state.write(counters)
+        self.crash_state.write(self.writer.safe_counters if self.writer else dict)
 
     async def _heartbeat(self) -> None:
         failing = False

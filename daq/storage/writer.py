@@ -150,7 +150,7 @@ class StorageWriter:
         self._taken_counters: dict[str, int] = {}
         self.committed_counters: dict[str, int] = {}  # on disk
         self.confirmed_counters: dict[str, int] = {}  # confirmed by InfluxDB (held in memory or not)
-        self.on_commit = on_commit  # called (in the commit thread) after each durable commit
+        self.on_commit = on_commit  # called (in the commit thread, no arguments) after each durable commit
         self.stats = WriterStats()
         self.fault: Fault | None = None
         self._spool_fault = False
@@ -308,7 +308,7 @@ class StorageWriter:
                 self.committed_counters.update(counters)
                 if self.on_commit is not None:
                     try:
-                        self.on_commit(self.safe_counters())
+                        self.on_commit()
                     except Exception:
                         log.exception("storage: cannot record the committed counters")
             return losses
