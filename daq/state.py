@@ -38,9 +38,9 @@ class CrashState:
         """Heartbeat plus, per stream, the last sample counter that is safely on disk.
 
         ``counters`` is asked under the lock: the heartbeat and the commit thread both write,
-        and a copy taken before the other's write could replace its newer counters. (That
-        left the file behind what InfluxDB held; a kill -9 just then made the restart count
-        stored samples as missing: 1 792 of the SRM analyser's in a loaded soak.)
+        and a copy taken before the other's write could replace its newer counters. That
+        leaves the file behind what InfluxDB holds, and a kill -9 just then makes the restart
+        count stored samples as missing.
         """
         with self._lock:
             tmp = self.path.with_suffix(f".tmp{threading.get_ident()}")
