@@ -31,10 +31,12 @@ __all__ = ["RunError", "RunManager", "run_config"]
 def run_config(rig, today=None) -> dict:
     """What a run's results are judged by, kept with the run: limits, envelope, analysis settings.
 
-    Also the instruments of the rig with their calibration status on ``today`` (UTC; default: now).
+    Also the instruments of the rig with their calibration status on ``today`` (UTC; default: now),
+    and each device's channel units (an export of the run names the units it was recorded in).
     """
     cfg = {"kind": rig.kind, "description": rig.description, "limits": rig.limit_dicts(),
-           "instruments": instruments_of(rig, today or today_utc())}
+           "instruments": instruments_of(rig, today or today_utc()),
+           "units": {d.name: d.channel_units() for d in rig.devices}}
     for part in ("segmentation", "parameters", "envelope"):  # whichever the rig's kind has
         value = getattr(rig, part, None)
         if value is not None:

@@ -19,7 +19,8 @@ The query names every field of the measurement (``SHOW FIELD KEYS``), so a sampl
 back exactly as it was written: int64 nanosecond time, floats bit for bit (InfluxDB prints
 the shortest round-trip form), integers, booleans and strings with their InfluxDB types. A
 sample that lacks a field (a failed poll, a NaN the writer left out) has a null there.
-Units come from the rig file as it is now (the run's recorded config holds no units).
+Units are those the run recorded at its start; a run from before they were recorded takes
+the rig file's as it is now.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ CYCLE_KEYS = ("cycle_no", "t_ns", "end_ns", "verdict", "reasons", "metrics", "sa
 
 @dataclass
 class Channel:
-    """One field of a device: its name, InfluxDB type and unit (from the current rig file; "" if it names none)."""
+    """One field of a device: its name, InfluxDB type and unit (the run's; "" if it names none)."""
 
     name: str
     influx_type: str
@@ -264,8 +265,9 @@ class InfluxRunReader:
 def load_run(cat: Catalogue, reader: InfluxRunReader, run_id: int, rigs: dict[str, dict]) -> RunInfo:
     """The run's metadata, devices (with channel types and units) and cycles; ExportError(404) if no such run.
 
-    ``rigs``: rig name → {"kind": …, "devices": {device: {channel: unit}}} from the service file (the
-    rig file as it is now: the run's recorded config, :func:`daq.catalogue.runs.run_config`, has no units).
+    ``rigs``: rig name → {"kind": …, "devices": {device: {channel: unit}}} from the service file. The
+    units are the run's own (recorded at its start, :func:`daq.catalogue.runs.run_config`); ``rigs``
+    gives them, as the rig file is now, for a run that recorded none.
     The cycles are read whole (a few hundred bytes each).
     """
     run = cat.run(run_id)
@@ -278,7 +280,7 @@ def load_run(cat: Catalogue, reader: InfluxRunReader, run_id: int, rigs: dict[st
             "notes": run.notes, "extra": dict(run.extra or {}), "started_by": run.started_by,
             "start_ns": int(run.started_ns), "stop_ns": int(stop_ns), "active": run.stopped_ns is None,
             "start": _iso(run.started_ns), "stop": _iso(stop_ns), "rigdaq_version": __version__}
-    units = rig_cfg.get("devices", {})
+    units = (run.config or {}).get("units") or rig_cfg.get("devices", {})
     devices = []
     for name in reader.measurements(run.rig):
         present = reader.present_fields(name, run.rig, run.started_ns, stop_ns)

@@ -278,3 +278,36 @@ def test_a_worker_that_takes_too_long_is_killed_and_gives_504(monkeypatch):
     assert e.value.status == 504
     assert "daq export 7 --format tdms -o FILE" in str(e.value)
     assert started[0].returncode is not None  # killed and reaped
+
+
+class _Reader:
+    """What load_run asks InfluxDB: the rig's measurements, which fields the run has, their types."""
+
+    def measurements(self, rig):
+        return ["press01_amp"]
+
+    def present_fields(self, name, rig, start_ns, stop_ns):
+        return {"force", "position"}
+
+    def field_types(self, name):
+        return {"force": "float", "position": "float"}
+
+
+def test_an_export_names_the_units_the_run_recorded_not_the_rig_file_now():
+    from daq.catalogue import Catalogue
+    from daq.catalogue.runs import run_config
+    from daq.config import load_rig
+    from daq.export.source import load_run
+
+    rig = load_rig(ROOT / "configs" / "rigs" / "screw-press.toml")
+    cat = Catalogue("sqlite://")
+    recorded = cat.start_run("press-01", 1, config=run_config(rig))
+    older = cat.start_run("press-02", 1)  # a run from before units were recorded
+    assert recorded.config["units"]["press01_amp"] == {  # the stream's sample counter has none
+        "sample": "", **{f: "kN" for f in ("force", "force_1", "force_2", "force_3", "force_4")}, "position": "mm"}
+    now = {"press-01": {"kind": "screw_press", "devices": {"press01_amp": {"force": "MN", "position": "m"}}},
+           "press-02": {"kind": "screw_press", "devices": {"press01_amp": {"force": "MN", "position": "m"}}}}
+    got = load_run(cat, _Reader(), recorded.id, now)
+    assert [(c.name, c.unit) for c in got.devices[0].channels] == [("force", "kN"), ("position", "mm")]
+    got = load_run(cat, _Reader(), older.id, now)
+    assert [(c.name, c.unit) for c in got.devices[0].channels] == [("force", "MN"), ("position", "m")]
