@@ -33,14 +33,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError
 
+from daq.catalogue.errors import BUSY_RETRIES_S, when_unlocked
 from daq.catalogue.store import Catalogue
 from daq.catalogue.tables import audit_head, audit_log
 
 GENESIS = "0" * 64
-#: SQLite: waits before appending again when another writer kept the file locked past its busy timeout
-BUSY_RETRIES_S = (0.1, 0.5, 1.0, 2.0)
 #: the entry an append writes first when it finds the head row deleted (verify names it as a break)
 HEAD_REBUILT = "audit_head_rebuilt"
 #: the advisory lock key of appends (PostgreSQL)
@@ -95,15 +93,12 @@ class AuditTrail:
         text = canonical(body)
         if conn is not None:
             return _append(conn, actor, action, target, text)
-        for wait_s in (*(BUSY_RETRIES_S if patient else ()), None):
-            try:
-                with self.catalogue.write_lock(LOCK_KEY) as c:
-                    return _append(c, actor, action, target, text)
-            except OperationalError as e:  # SQLite: another writer held the file past its busy timeout
-                if wait_s is None or "database is locked" not in str(e):
-                    raise
-                time.sleep(wait_s)
-        raise AssertionError("unreachable")
+
+        def append() -> int:
+            with self.catalogue.write_lock(LOCK_KEY) as c:
+                return _append(c, actor, action, target, text)
+
+        return when_unlocked(append, BUSY_RETRIES_S if patient else ())
 
     def entries(self, *, action: str | None = None, actor: str | None = None, target: str | None = None,
                 since_ns: int | None = None, until_ns: int | None = None, limit: int = 100, offset: int = 0,

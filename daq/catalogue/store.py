@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
 from daq.catalogue.alarm_store import AlarmRecords
-from daq.catalogue.errors import ResultLockedError, RunError
+from daq.catalogue.errors import ResultLockedError, RunError, when_unlocked
 from daq.catalogue.signoff_store import SignoffRecords
 from daq.catalogue.tables import (
     artifacts,
@@ -201,9 +201,10 @@ class Catalogue(SignoffRecords, AlarmRecords):
 
         The database holds one active run per rig (``one_active_run_per_rig``): of two starts at
         once, from any two processes or machines, one gets the run and the other this refusal.
+        A SQLite file locked past its busy timeout is waited out (:func:`when_unlocked`).
         ``record(conn, run)`` runs in the same transaction (the audit entry: both are filed or neither).
         """
-        try:
+        def insert() -> int:
             with self.engine.begin() as c:
                 rid = c.execute(runs.insert().values(
                     rig=rig, started_ns=started_ns, operator=operator, part_number=part_number, lot=lot,
@@ -211,6 +212,10 @@ class Catalogue(SignoffRecords, AlarmRecords):
                     config=config or {})).inserted_primary_key[0]
                 if record is not None:
                     record(c, RunRow(**c.execute(select(runs).where(runs.c.id == rid)).mappings().one()))
+            return rid
+
+        try:
+            rid = when_unlocked(insert)
         except IntegrityError as e:
             other = [r.id for r in self.active_runs() if r.rig == rig]
             if not other and "one_active_run_per_rig" not in str(e) and "runs.rig" not in str(e):
@@ -225,11 +230,14 @@ class Catalogue(SignoffRecords, AlarmRecords):
 
         ``record(conn, run)`` runs in the same transaction when this call stopped it (the audit entry).
         """
-        with self.engine.begin() as c:
-            done = c.execute(runs.update().where(and_(runs.c.id == run_id, runs.c.stopped_ns.is_(None)))
-                             .values(stopped_ns=stopped_ns)).rowcount
-            if done and record is not None:
-                record(c, RunRow(**c.execute(select(runs).where(runs.c.id == run_id)).mappings().one()))
+        def update() -> None:
+            with self.engine.begin() as c:
+                done = c.execute(runs.update().where(and_(runs.c.id == run_id, runs.c.stopped_ns.is_(None)))
+                                 .values(stopped_ns=stopped_ns)).rowcount
+                if done and record is not None:
+                    record(c, RunRow(**c.execute(select(runs).where(runs.c.id == run_id)).mappings().one()))
+
+        when_unlocked(update)
         return self.run(run_id)
 
     def run(self, run_id: int) -> RunRow | None:

@@ -210,7 +210,7 @@ def test_two_catalogues_starting_a_run_on_one_rig_at_once_get_one_run(url, opene
 
 
 async def test_two_run_managers_race_one_wins(url, opened):
-    rig = SimpleNamespace(kind="screw_press", description="", limit_dicts=lambda: {})
+    rig = SimpleNamespace(kind="screw_press", description="", limit_dicts=lambda: {}, devices=[])
     managers, writers = [], []
     for _ in range(2):
         cat = opened()
@@ -239,7 +239,7 @@ async def test_two_run_managers_race_one_wins(url, opened):
 async def test_a_run_started_on_one_node_reaches_the_other_by_notification(postgres_url, tmp_path):
     """On PostgreSQL the node that starts or stops a run announces it (NOTIFY): the node acquiring
     the rig follows at once. Its poll is set to an hour here, so only the notification can have done it."""
-    rig = SimpleNamespace(kind="screw_press", description="", limit_dicts=lambda: {})
+    rig = SimpleNamespace(kind="screw_press", description="", limit_dicts=lambda: {}, devices=[])
     cats = [Catalogue(postgres_url) for _ in range(2)]
     buses = [SampleBus() for _ in range(2)]
     writers = [CatalogueWriter(c, b.subscribe("catalogue")) for c, b in zip(cats, buses, strict=True)]
