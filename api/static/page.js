@@ -6,6 +6,8 @@
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#ff9e80", "#4fc3f7", "#aed581", "#ffd54f", "#ce93d8", "#80cbc4", "#f48fb1", "#bcaaa4", "#90caf9"];
 const rigs = {};   // rig name -> {card, layout, hist, latest, now_ns, ...}
+// a value whose newest sample is older than this is dimmed: its device stopped answering
+const STALE_S = 3;
 
 function h(tag, cls, ...children) {
   const e = document.createElement(tag);
@@ -172,9 +174,13 @@ function showReadings(st, msg) {
   st.now_ns = msg.t_ns;
   for (const [name, r] of Object.entries(msg.channels)) {
     st.latest[name] = r;
+    const age_s = (msg.t_ns - r.t_ns) / 1e9, stale = age_s > STALE_S;
+    const note = stale ? `${name}: no new value for ${age_s.toFixed(0)} s` : name;
     if (st.stateSet.has(name) || (typeof r.value === "boolean" && !st.diagSet.has(name))) {
       if (st.tiles[name]) { st.tiles[name].remove(); delete st.tiles[name]; }   // a bit among the key values: a lamp
       setLamp(st, name, r.value);
+      st.lamps[name].item.classList.toggle("stale", stale);
+      st.lamps[name].item.title = note;
       continue;
     }
     let tile = st.tiles[name];
@@ -186,6 +192,8 @@ function showReadings(st, msg) {
     const val = tile.querySelector(".val");
     if (val.textContent !== text) val.textContent = text;
     tile.classList.toggle("bad", r.quality !== 0);
+    tile.classList.toggle("stale", stale);
+    tile.title = note;
     if (st.histChannels.has(name) && typeof r.value === "number") {
       const pts = st.hist[name] ||= [];
       const t = r.t_ns / 1e9;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import expect
 
 from daq.catalogue.audit import AuditTrail
@@ -23,7 +25,13 @@ def test_an_alarm_appears_is_acknowledged_on_the_page_and_clears(running, browse
     # the panel is the first thing on the page
     assert page.evaluate("() => document.body.firstElementChild.id") == "alarms"
 
+    gauge = page.locator(".ch[data-channel='force_1']")  # the amplifier's alone (the PLC sends force too)
+    expect(gauge).to_have_count(1, timeout=20_000)
+    expect(gauge).not_to_have_class(re.compile(r"\bstale\b"), timeout=15_000)
     running.call(amplifier(False))
+    # its values stay on the page, dimmed once the newest is more than 3 s old
+    expect(gauge).to_have_class(re.compile(r"\bstale\b"), timeout=20_000)
+    assert re.fullmatch(r"force_1: no new value for \d+ s", gauge.get_attribute("title"))
     row = panel.locator("li[data-alarm-id]")
     expect(row).to_have_count(1, timeout=15_000)
     expect(row).to_have_attribute("data-state", "active_unacked")
@@ -44,6 +52,8 @@ def test_an_alarm_appears_is_acknowledged_on_the_page_and_clears(running, browse
     running.call(amplifier(True))
     expect(panel.locator("li[data-alarm-id]")).to_have_count(0, timeout=20_000)
     expect(panel.locator(".al-none")).to_be_visible()
+    expect(gauge).not_to_have_class(re.compile(r"\bstale\b"), timeout=20_000)
+    assert gauge.get_attribute("title") == "force_1"
 
     a = running.service.catalogue.alarm(alarm_id)
     assert (a.key, a.state, a.acked_by, a.ack_comment) == (
