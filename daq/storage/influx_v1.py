@@ -161,7 +161,7 @@ class InfluxV1Client:
         return await asyncio.to_thread(curve_of, body)
 
 
-_RESULTS_NUMBER = frozenset({int, float, bool, type(None)})
+_NUMERIC_TYPES = frozenset({int, float, bool, type(None)})
 
 
 def _results(answer: dict) -> list[dict]:
@@ -195,7 +195,7 @@ def curve_of(body: bytes) -> Curve | None:
         return None
     t = np.array(columns.pop("time"), dtype=np.int64)
     chans = {k: np.array(col, dtype=np.float64) for k, col in columns.items()  # None → NaN
-             if k not in CURVE_SKIP and set(map(type, col)) <= _RESULTS_NUMBER}
+             if k not in CURVE_SKIP and set(map(type, col)) <= _NUMERIC_TYPES}
     return t, chans
 
 
