@@ -276,12 +276,20 @@ class Spool:
                 out[name] = value
         return out
 
-    def head(self, max_bytes: int) -> list[Batch]:
-        """The oldest batches whose sizes add up to at most ``max_bytes`` (at least one)."""
+    @property
+    def last_seq(self) -> int:
+        """The number of the newest batch appended (or recovered); -1 before any."""
+        return self._seq - 1
+
+    def head(self, max_bytes: int, up_to: int | None = None) -> list[Batch]:
+        """The oldest batches whose sizes add up to at most ``max_bytes`` (at least one).
+
+        None numbered above ``up_to``: the writer holds a batch back until its counters are recorded.
+        """
         out, total = [], 0
         with self._lock:
             for b in self.batches:
-                if out and total + b.size > max_bytes:
+                if (out and total + b.size > max_bytes) or (up_to is not None and b.seq > up_to):
                     break
                 out.append(b)
                 total += b.size

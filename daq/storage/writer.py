@@ -151,6 +151,10 @@ class StorageWriter:
         self.committed_counters: dict[str, int] = {}  # on disk
         self.confirmed_counters: dict[str, int] = {}  # confirmed by InfluxDB (held in memory or not)
         self.on_commit = on_commit  # called (in the commit thread, no arguments) after each durable commit
+        # the newest batch the sender may take: a commit's batch only once on_commit has recorded its
+        # counters (else it could be sent and its file removed first, and a kill -9 then leave no trace
+        # of it: the restart would count its stored samples as missing); an earlier run's at once
+        self._sendable_seq = spool.last_seq
         self.stats = WriterStats()
         self.fault: Fault | None = None
         self._spool_fault = False
@@ -311,6 +315,7 @@ class StorageWriter:
                         self.on_commit()
                     except Exception:
                         log.exception("storage: cannot record the committed counters")
+            self._sendable_seq = self.spool.last_seq
             return losses
 
         job = asyncio.ensure_future(asyncio.to_thread(durable))
@@ -476,7 +481,7 @@ class StorageWriter:
         """
         if not await self._ensure_database():
             return False
-        batches = self.spool.head(self.send_max_bytes)
+        batches = self.spool.head(self.send_max_bytes, self._sendable_seq)
         if not batches:
             return True
         try:
@@ -523,7 +528,8 @@ class StorageWriter:
     async def _send(self) -> None:
         delay = 0.0
         while True:
-            if self.spool.oldest() is None and not self._need_database:
+            oldest = self.spool.oldest()
+            if (oldest is None or oldest.seq > self._sendable_seq) and not self._need_database:
                 self._committed.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):

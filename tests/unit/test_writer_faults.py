@@ -357,3 +357,29 @@ async def test_counters_safe_from_a_crash_follow_influxdb_while_the_disk_refuses
     assert await w._send_once()  # InfluxDB confirms the batch held in memory
     assert w.safe_counters() == {"amp": 5099} and w.committed_counters == {}
     spool._write_file = real_write
+
+
+async def test_a_batch_is_sent_only_after_the_state_file_recorded_its_counters(tmp_path):
+    # on_commit (the service's state-file write) is slow here: longer than the sender's 1 s idle
+    # wait, so a sender that could see the new batch would send it, and remove its file, first.
+    # A kill -9 then would leave neither the file nor the counters: stored samples counted missing.
+    client = FakeInflux()
+    bus = SampleBus()
+    seen: list[tuple[int, list[str]]] = []  # per on_commit: lines stored by then, batch files on disk
+
+    def on_commit():
+        import time
+        time.sleep(1.3)
+        seen.append((len(client.stored), sorted(p.name for p in (tmp_path / "spool").glob("*.lp"))))
+
+    w = StorageWriter(client, bus.subscribe("storage"), Spool(tmp_path / "spool", 10**7), 0.05, on_commit=on_commit)
+    w.start()
+    bus.publish(Tagged("press-01", _block(0, 10, "amp")))
+    for _ in range(400):
+        await asyncio.sleep(0.02)
+        if _samples(client.stored, "amp"):
+            break
+    await w.stop()
+    assert len(_samples(client.stored, "amp")) == 10
+    # nothing sent, and the batch still on disk, while its counters were being recorded
+    assert seen[0] == (0, ["000000000000-10.lp"])
