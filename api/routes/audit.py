@@ -53,8 +53,6 @@ class AuditCheck(BaseModel):
     head_sha256: str
 
 
-
-
 @router.get("", summary="The audit trail", response_model=AuditPage)
 async def audit(service: ServiceDep, who: QA,
                 action: Annotated[str | None, Query(max_length=64, description="e.g. signature, run_start")] = None,
@@ -70,8 +68,7 @@ async def audit(service: ServiceDep, who: QA,
     cat = catalogue_of(service)
     total, rows = await asyncio.to_thread(AuditTrail(cat).entries, action=action, actor=actor, target=target,
                                           since_ns=epoch_ns(since), until_ns=epoch_ns(until), limit=limit,
-                                          offset=offset,
-                                          newest_first=order == "newest")
+                                          offset=offset, newest_first=order == "newest")
     return AuditPage(total=total, limit=limit, offset=offset, order=order,
                      entries=[AuditEntry(**r, time=iso(r["t_ns"])) for r in rows])
 

@@ -26,7 +26,6 @@ from daq.reports.worker import WORKER, render_report, worker_can_open
 log = logging.getLogger(__name__)
 
 
-
 @asynccontextmanager
 async def _report_worker(app):
     """The report worker (started by the first report) ends with the app."""
@@ -87,8 +86,6 @@ class CyclePage(BaseModel):
     limit: int
     offset: int
     cycles: list[CycleOut]
-
-
 
 
 def _runs_or_503(service):

@@ -102,6 +102,7 @@ class RunManager:
         warning = self._calibration(rig, today)
         if warning:
             extra = {**(extra or {}), "calibration_warning": warning}
+
         def audit(conn, run: RunRow) -> None:  # in the transaction that creates the run: both or neither
             record_run_start(self.catalogue, run, started_by, conn=conn)
 
